@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The ABI between kidreaper's BPF programs (bpf/) and its loader (userspace/).
+ * Fixed-width types only; included by both sides. The C++ side checks sizes and
+ * offsets with static_asserts (userspace/abi_checks.cpp), so a change here that
+ * forgets one side fails to build.
+ */
+#ifndef KIDREAPER_ABI_H
+#define KIDREAPER_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Capacity of the maps; the loader may raise it before load. */
+#define KR_MAX_MANAGERS 64
+#define KR_MAX_CHILDREN 16384
+
+/* Indexes of kr_child.mem_bytes, in the kernel's own order (MM_FILEPAGES...). */
+enum kr_mem_kind {
+	KR_MEM_FILE = 0,  /* file-backed resident pages */
+	KR_MEM_ANON = 1,  /* anonymous resident pages */
+	KR_MEM_SWAP = 2,  /* swap entries */
+	KR_MEM_SHMEM = 3, /* shared memory resident pages */
+	KR_MEM_KINDS = 4,
+};
+
+/* kr_child.flags */
+enum kr_child_flags {
+	KR_CHILD_FROM_USERSPACE = 1, /* registered by the loader (existed at start) */
+	KR_CHILD_FROM_FORK = 2,      /* added by the fork hook in the kernel */
+	KR_CHILD_EXITED = 4,         /* the whole thread group has exited */
+	KR_CHILD_MEM_SEEN = 8,       /* mem_bytes holds at least one reading */
+};
+
+/*
+ * Value of the `managers` map, keyed by the manager's tgid (__u32).
+ * Children the manager forks after registration are added by the kernel.
+ */
+struct kr_manager {
+	__u64 registered_ns; /* bpf_ktime_get_ns()-clock time of registration, set by the loader */
+};
+
+/*
+ * Value of the `children` map, keyed by the child's tgid (__u32): one entry per
+ * tracked child. Written by the fork, exit and rss hooks; read and deleted by the
+ * loader (an exited child stays until the loader has read it).
+ */
+struct kr_child {
+	__u32 manager_tgid;              /* the parent it was forked from */
+	__u32 flags;                     /* enum kr_child_flags */
+	__u64 fork_ns;                   /* fork time (ktime ns); 0 when it existed before tracking */
+	__u64 exit_ns;                   /* exit time (ktime ns); 0 while alive */
+	__u64 mem_update_ns;             /* time of the last mem_bytes update */
+	__u64 mem_bytes[KR_MEM_KINDS];   /* last resident size by enum kr_mem_kind, in bytes */
+	__u64 anon_start_bytes;          /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration) */
+};
+
+/*
+ * Value of the per-CPU `faults` map, keyed by the child's tgid (__u32). Each
+ * counter counts page faults taken by the child's threads on user addresses;
+ * the loader sums the CPUs. The entry's existence is what marks a tgid tracked
+ * on the hot path.
+ */
+struct kr_faults {
+	__u64 write_present_user;   /* user-mode write to a present page (PROT|WRITE): the COW class */
+	__u64 write_present_kernel; /* the same taken in kernel mode on a user address (e.g. read() into it) */
+	__u64 write_absent;         /* write to a page not present: first touch of fresh memory */
+	__u64 other;                /* reads, instruction fetches, anything else */
+	__u64 cow_copies;           /* exact COW copies of an anonymous or file page (wp_page_copy probe, optional) */
+	__u64 zero_page_copies;     /* copies of the shared zero page (wp_page_copy probe, optional) */
+};
+
+/* Page-fault error-code bits on x86 (arch/x86/include/asm/trap_pf.h). */
+#define KR_PF_PROT 0x1
+#define KR_PF_WRITE 0x2
+#define KR_PF_USER 0x4
+
+#endif /* KIDREAPER_ABI_H */

@@ -1,0 +1,155 @@
+#include "bpf_test_support.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+#include "kernel_features.h"
+
+namespace kidreaper::testing {
+
+std::string bpf_unavailable_reason() {
+    const auto problems = blocking_problems(probe_features());
+    std::string reason;
+    for (const auto& problem : problems) {
+        reason += (reason.empty() ? "" : "; ") + problem;
+    }
+    return reason;
+}
+
+bool running_in_ci() {
+    const char* ci = std::getenv("CI");
+    return ci != nullptr && std::string(ci) == "true";
+}
+
+std::string sibling_path(const std::string& name) {
+    return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
+}
+
+FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
+    int to[2];
+    int from[2];
+    if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) {
+        throw std::runtime_error("pipe failed");
+    }
+    const std::string program = sibling_path("kr-fixture");
+    process_ = fork();
+    if (process_ < 0) {
+        throw std::runtime_error("fork failed");
+    }
+    if (process_ == 0) {
+        dup2(to[0], STDIN_FILENO);
+        dup2(from[1], STDOUT_FILENO);
+        std::vector<char*> argv;
+        argv.push_back(const_cast<char*>(program.c_str()));
+        for (const auto& arg : args) {
+            argv.push_back(const_cast<char*>(arg.c_str()));
+        }
+        argv.push_back(nullptr);
+        execv(program.c_str(), argv.data());
+        _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    to_fixture_ = to[1];
+    from_fixture_ = from[0];
+}
+
+FixtureProcess::~FixtureProcess() {
+    if (to_fixture_ >= 0) {
+        send("quit");
+        close(to_fixture_);
+    }
+    if (from_fixture_ >= 0) {
+        close(from_fixture_);
+    }
+    if (process_ > 0) {
+        // The manager stops its children on quit; give it a moment, then insist.
+        for (int attempt = 0; attempt < 100; ++attempt) {
+            if (waitpid(process_, nullptr, WNOHANG) == process_) {
+                return;
+            }
+            usleep(50'000);
+        }
+        kill(process_, SIGKILL);
+        waitpid(process_, nullptr, 0);
+    }
+}
+
+void FixtureProcess::send(const std::string& line) {
+    const std::string text = line + "\n";
+    if (write(to_fixture_, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+        throw std::runtime_error("cannot write to the fixture");
+    }
+}
+
+std::string FixtureProcess::expect(const std::string& prefix, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+        std::size_t newline;
+        while ((newline = buffer_.find('\n')) != std::string::npos) {
+            std::string line = buffer_.substr(0, newline);
+            buffer_.erase(0, newline + 1);
+            note(line);
+            if (line.rfind(prefix, 0) == 0) {
+                return line;
+            }
+        }
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            throw std::runtime_error("fixture: timed out waiting for \"" + prefix + "\"");
+        }
+        pollfd fd{from_fixture_, POLLIN, 0};
+        if (poll(&fd, 1, static_cast<int>(left.count())) <= 0) {
+            continue;
+        }
+        char chunk[512];
+        ssize_t n = read(from_fixture_, chunk, sizeof(chunk));
+        if (n <= 0) {
+            throw std::runtime_error("fixture: output ended before \"" + prefix + "\"");
+        }
+        buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+void FixtureProcess::note(const std::string& line) {
+    std::istringstream fields(line);
+    std::string word;
+    fields >> word;
+    if (word == "manager") {
+        fields >> manager_;
+    } else if (word == "child") {
+        pid_t pid = 0;
+        std::string name;
+        fields >> pid >> name;
+        children_.emplace(name, pid);
+    }
+}
+
+void FixtureProcess::wait_ready() { expect("ready"); }
+
+void FixtureProcess::go_and_wait_done(std::size_t count) {
+    send("go");
+    for (std::size_t done = 0; done < count; ++done) {
+        expect("done ");
+    }
+}
+
+pid_t FixtureProcess::child(const std::string& name) const {
+    auto it = children_.find(name);
+    if (it == children_.end()) {
+        throw std::runtime_error("fixture has no child " + name);
+    }
+    return it->second;
+}
+
+}  // namespace kidreaper::testing

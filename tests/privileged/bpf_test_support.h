@@ -1,0 +1,69 @@
+// Support for privileged tests: the feature gate and the fixture process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace kidreaper::testing {
+
+// Empty when this kernel can run kidreaper's BPF programs, else the reason.
+std::string bpf_unavailable_reason();
+
+// Skips the test when the kernel lacks what kidreaper needs; with CI=true a missing
+// feature is a failure, not a skip.
+#define KR_REQUIRE_BPF()                                                           \
+    do {                                                                           \
+        const std::string kr_reason = ::kidreaper::testing::bpf_unavailable_reason(); \
+        if (!kr_reason.empty()) {                                                  \
+            if (::kidreaper::testing::running_in_ci()) {                           \
+                FAIL() << "CI=true and BPF unavailable: " << kr_reason;            \
+            }                                                                      \
+            GTEST_SKIP() << kr_reason;                                             \
+        }                                                                          \
+    } while (false)
+
+bool running_in_ci();
+
+// A path next to the running test binary (the fixture is built beside it).
+std::string sibling_path(const std::string& name);
+
+// kr-fixture, started with `args`, spoken to over pipes; quit and reaped on destruction.
+class FixtureProcess {
+public:
+    explicit FixtureProcess(const std::vector<std::string>& args);
+    ~FixtureProcess();
+    FixtureProcess(const FixtureProcess&) = delete;
+    FixtureProcess& operator=(const FixtureProcess&) = delete;
+
+    void send(const std::string& line);
+    // Reads lines until one starts with `prefix`; returns it. Throws on timeout or EOF.
+    std::string expect(const std::string& prefix,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(60));
+    // Reads until "ready": records the manager pid and the children by name.
+    void wait_ready();
+    // Sends "go" and waits until `count` children reported "done".
+    void go_and_wait_done(std::size_t count);
+
+    pid_t manager() const { return manager_; }
+    // The pid of the child named `name` (the first one).
+    pid_t child(const std::string& name) const;
+    const std::multimap<std::string, pid_t>& children() const { return children_; }
+
+private:
+    void note(const std::string& line);
+
+    pid_t process_ = -1;
+    int to_fixture_ = -1;
+    int from_fixture_ = -1;
+    std::string buffer_;
+    pid_t manager_ = 0;
+    std::multimap<std::string, pid_t> children_;
+};
+
+}  // namespace kidreaper::testing

@@ -1,0 +1,182 @@
+// The observer against the real kernel: the fixture's children do known amounts of
+// COW writes and fresh allocations; the counts must match within 10%.
+#include <bpf/bpf.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "bpf_test_support.h"
+#include "kernel_features.h"
+#include "observer.h"
+#include "procfs.h"
+
+namespace kidreaper {
+namespace {
+
+using testing::FixtureProcess;
+
+constexpr std::uint64_t MiB = 1ULL << 20;
+constexpr std::uint64_t kPage = 4096;
+// What a child that was told to do nothing may still show (its stack, libc data).
+constexpr std::uint64_t kNoiseBytes = 1 * MiB;
+
+struct ChildTruth {
+    std::uint64_t cow_bytes;
+    std::uint64_t growth_bytes;
+};
+
+std::uint64_t cow_bytes(const ChildReading& reading) {
+    return reading.faults.write_present() * kPage;
+}
+
+void expect_near_truth(const std::string& name, std::uint64_t measured, std::uint64_t truth) {
+    if (truth == 0) {
+        EXPECT_LT(measured, kNoiseBytes) << name;
+    } else {
+        EXPECT_NEAR(static_cast<double>(measured), static_cast<double>(truth), 0.10 * static_cast<double>(truth))
+            << name;
+    }
+}
+
+Observer make_observer(const Logger& log) {
+    ObserverOptions options;
+    options.exact_cow = probe_features().exact_cow();
+    return Observer(options, log);
+}
+
+TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess fixture({"--preload", "96M", "--child", "cow:32M", "--child", "leak:16M",
+                            "--child", "idle", "--child", "mixed:16M:8M", "--child",
+                            "late:leak:8M"});
+    fixture.wait_ready();
+    const auto registered = track_manager(observer, ProcFs(), fixture.manager());
+    EXPECT_EQ(registered.size(), 4u);
+
+    fixture.go_and_wait_done(5);
+    const std::map<std::string, ChildTruth> truth = {
+        {"cow", {32 * MiB, 0}},   {"leak", {0, 16 * MiB}},      {"idle", {0, 0}},
+        {"mixed", {16 * MiB, 8 * MiB}}, {"late-leak", {0, 8 * MiB}},
+    };
+    ASSERT_EQ(fixture.children().size(), truth.size());
+    for (const auto& [name, pid] : fixture.children()) {
+        SCOPED_TRACE(name);
+        const auto reading = observer.read_child(pid);
+        ASSERT_TRUE(reading.has_value()) << name << " is not tracked";
+        EXPECT_EQ(reading->manager, fixture.manager());
+        EXPECT_FALSE(reading->exited());
+        const ChildTruth& expected = truth.at(name);
+        expect_near_truth(name + " cow", cow_bytes(*reading), expected.cow_bytes);
+        expect_near_truth(name + " growth", reading->anon_growth_bytes(), expected.growth_bytes);
+        if (observer.exact_cow()) {
+            expect_near_truth(name + " exact cow", reading->faults.cow_copies * kPage,
+                              expected.cow_bytes);
+        }
+        if (name == "late-leak") {
+            EXPECT_NE(reading->fork_ns, 0u) << "a late child is added by the fork hook";
+            EXPECT_TRUE(reading->flags & KR_CHILD_FROM_FORK);
+        } else {
+            EXPECT_TRUE(reading->flags & KR_CHILD_FROM_USERSPACE);
+        }
+        // The anon counter is the kernel's: it must agree with /proc within 10%.
+        const auto status = ProcFs().status(pid);
+        ASSERT_TRUE(status.has_value());
+        EXPECT_NEAR(static_cast<double>(reading->mem_bytes[KR_MEM_ANON]),
+                    static_cast<double>(status->rss_anon), 0.10 * static_cast<double>(status->rss_anon + MiB));
+    }
+}
+
+TEST(Observer, ExitedChildIsMarkedAndKeepsWhatItHad) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess fixture({"--preload", "16M", "--child", "leak:8M", "--child", "idle"});
+    fixture.wait_ready();
+    track_manager(observer, ProcFs(), fixture.manager());
+    fixture.go_and_wait_done(2);
+    const pid_t leak = fixture.child("leak");
+    fixture.send("exit leak");
+    fixture.expect("exited " + std::to_string(leak));
+
+    const auto reading = observer.read_child(leak);
+    ASSERT_TRUE(reading.has_value());
+    EXPECT_TRUE(reading->exited());
+    EXPECT_NE(reading->exit_ns, 0u);
+    expect_near_truth("exited leak growth", reading->anon_growth_bytes(), 8 * MiB);
+    const auto idle = observer.read_child(fixture.child("idle"));
+    ASSERT_TRUE(idle.has_value());
+    EXPECT_FALSE(idle->exited());
+
+    observer.forget_child(leak);
+    EXPECT_FALSE(observer.read_child(leak).has_value());
+}
+
+TEST(Observer, IgnoresProcessesOfOtherManagers) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess watched({"--preload", "8M", "--child", "idle"});
+    FixtureProcess other({"--preload", "8M", "--child", "cow:4M", "--child", "late:leak:4M"});
+    watched.wait_ready();
+    other.wait_ready();
+    track_manager(observer, ProcFs(), watched.manager());
+    other.go_and_wait_done(2);
+    watched.go_and_wait_done(1);
+    std::set<pid_t> tracked;
+    for (const auto& reading : observer.read_children()) {
+        tracked.insert(reading.pid);
+    }
+    EXPECT_EQ(tracked, std::set<pid_t>{watched.child("idle")});
+}
+
+TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    auto count_our_programs = [] {
+        int count = 0;
+        __u32 id = 0;
+        while (bpf_prog_get_next_id(id, &id) == 0) {
+            int fd = bpf_prog_get_fd_by_id(id);
+            if (fd < 0) {
+                continue;
+            }
+            bpf_prog_info info{};
+            __u32 length = sizeof(info);
+            if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 &&
+                std::string(info.name) == "on_fault_user") {
+                ++count;
+            }
+            close(fd);
+        }
+        return count;
+    };
+    const int before = count_our_programs();
+    {
+        Observer first = make_observer(log);
+        Observer second = make_observer(log);
+        FixtureProcess fixture({"--preload", "8M", "--child", "cow:4M"});
+        fixture.wait_ready();
+        track_manager(first, ProcFs(), fixture.manager());
+        fixture.go_and_wait_done(1);
+        EXPECT_EQ(first.read_children().size(), 1u);
+        EXPECT_TRUE(second.read_children().empty()) << "instances must not share maps";
+        EXPECT_EQ(count_our_programs(), before + 2);
+    }
+    // The kernel frees programs after an RCU grace period: allow it a moment.
+    int after = count_our_programs();
+    for (int attempt = 0; attempt < 50 && after != before; ++attempt) {
+        usleep(100'000);
+        after = count_our_programs();
+    }
+    EXPECT_EQ(after, before) << "programs left loaded after the observers were destroyed";
+}
+
+}  // namespace
+}  // namespace kidreaper

@@ -1,0 +1,214 @@
+#include "observer.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "error.h"
+#include "observer.skel.h"
+#include "procfs.h"
+
+namespace kidreaper {
+
+namespace {
+
+std::string libbpf_error(const std::string& what, long err) {
+    char buffer[128] = {};
+    libbpf_strerror(static_cast<int>(err), buffer, sizeof(buffer));
+    return what + ": " + buffer;
+}
+
+}  // namespace
+
+FaultCounts& FaultCounts::operator+=(const kr_faults& cpu) {
+    write_present_user += cpu.write_present_user;
+    write_present_kernel += cpu.write_present_kernel;
+    write_absent += cpu.write_absent;
+    other += cpu.other;
+    cow_copies += cpu.cow_copies;
+    zero_page_copies += cpu.zero_page_copies;
+    return *this;
+}
+
+Observer::Observer(const ObserverOptions& options, const Logger& log) {
+    possible_cpus_ = libbpf_num_possible_cpus();
+    if (possible_cpus_ <= 0) {
+        throw Error(libbpf_error("cannot count possible CPUs", possible_cpus_));
+    }
+    skel_ = observer_bpf__open();
+    if (skel_ == nullptr) {
+        throw Error(libbpf_error("cannot open the BPF object", -errno));
+    }
+    exact_cow_ = options.exact_cow;
+    bpf_program__set_autoload(skel_->progs.on_wp_page_copy, exact_cow_);
+    if (int err = observer_bpf__load(skel_); err != 0) {
+        observer_bpf__destroy(skel_);
+        if (err == -EPERM || err == -EACCES) {
+            throw Error("the kernel refused to load kidreaper's BPF programs (" +
+                        std::string(std::strerror(-err)) +
+                        "): run as root; check kernel lockdown and unprivileged_bpf_disabled");
+        }
+        throw Error(libbpf_error("cannot load the BPF programs (run with -v for the verifier log)", err));
+    }
+    try {
+        attach(log);
+    } catch (...) {
+        observer_bpf__destroy(skel_);
+        throw;
+    }
+}
+
+void Observer::attach(const Logger& log) {
+    struct Required {
+        bpf_program* program;
+        bpf_link** link;
+        const char* name;
+    };
+    const Required required[] = {
+        {skel_->progs.on_fork, &skel_->links.on_fork, "sched_process_fork"},
+        {skel_->progs.on_exit, &skel_->links.on_exit, "sched_process_exit"},
+        {skel_->progs.on_rss_stat, &skel_->links.on_rss_stat, "rss_stat"},
+        {skel_->progs.on_fault_user, &skel_->links.on_fault_user, "page_fault_user"},
+        {skel_->progs.on_fault_kernel, &skel_->links.on_fault_kernel, "page_fault_kernel"},
+    };
+    for (const auto& entry : required) {
+        *entry.link = bpf_program__attach(entry.program);
+        if (*entry.link == nullptr) {
+            throw Error(libbpf_error(std::string("cannot attach to raw tracepoint ") + entry.name,
+                                     -errno));
+        }
+    }
+    if (exact_cow_) {
+        skel_->links.on_wp_page_copy = bpf_program__attach(skel_->progs.on_wp_page_copy);
+        if (skel_->links.on_wp_page_copy == nullptr) {
+            log.warn(libbpf_error("kprobe on wp_page_copy unavailable, counting COW by fault class",
+                                  -errno));
+            exact_cow_ = false;
+        }
+    }
+}
+
+Observer::~Observer() { observer_bpf__destroy(skel_); }
+
+void Observer::add_manager(pid_t manager) {
+    const auto key = static_cast<__u32>(manager);
+    const kr_manager value{.registered_ns = now_ns()};
+    if (bpf_map__update_elem(skel_->maps.managers, &key, sizeof(key), &value, sizeof(value),
+                             BPF_ANY) != 0) {
+        throw Error(errno_message("cannot register manager " + std::to_string(manager), errno));
+    }
+}
+
+void Observer::remove_manager(pid_t manager) {
+    const auto key = static_cast<__u32>(manager);
+    bpf_map__delete_elem(skel_->maps.managers, &key, sizeof(key), 0);
+}
+
+bool Observer::add_child(pid_t child, pid_t manager,
+                         const std::array<std::uint64_t, KR_MEM_KINDS>& mem_bytes) {
+    const auto key = static_cast<__u32>(child);
+    kr_child entry{};
+    entry.manager_tgid = static_cast<__u32>(manager);
+    entry.flags = KR_CHILD_FROM_USERSPACE | KR_CHILD_MEM_SEEN;
+    entry.mem_update_ns = now_ns();
+    for (int kind = 0; kind < KR_MEM_KINDS; ++kind) {
+        entry.mem_bytes[kind] = mem_bytes[kind];
+    }
+    entry.anon_start_bytes = mem_bytes[KR_MEM_ANON];
+    if (bpf_map__update_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry),
+                             BPF_NOEXIST) != 0) {
+        if (errno == EEXIST) {
+            return false;
+        }
+        throw Error(errno_message("cannot track child " + std::to_string(child), errno));
+    }
+    std::vector<kr_faults> zeros(possible_cpus_);
+    if (bpf_map__update_elem(skel_->maps.faults, &key, sizeof(key), zeros.data(),
+                             zeros.size() * sizeof(kr_faults), BPF_NOEXIST) != 0 &&
+        errno != EEXIST) {
+        throw Error(errno_message("cannot track child " + std::to_string(child), errno));
+    }
+    return true;
+}
+
+void Observer::forget_child(pid_t child) {
+    const auto key = static_cast<__u32>(child);
+    bpf_map__delete_elem(skel_->maps.faults, &key, sizeof(key), 0);
+    bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0);
+}
+
+std::optional<ChildReading> Observer::read_child(pid_t child) const {
+    const auto key = static_cast<__u32>(child);
+    kr_child entry{};
+    if (bpf_map__lookup_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry), 0) !=
+        0) {
+        return std::nullopt;
+    }
+    ChildReading reading;
+    reading.pid = child;
+    reading.manager = static_cast<pid_t>(entry.manager_tgid);
+    reading.flags = entry.flags;
+    reading.fork_ns = entry.fork_ns;
+    reading.exit_ns = entry.exit_ns;
+    reading.mem_update_ns = entry.mem_update_ns;
+    for (int kind = 0; kind < KR_MEM_KINDS; ++kind) {
+        reading.mem_bytes[kind] = entry.mem_bytes[kind];
+    }
+    reading.anon_start_bytes = entry.anon_start_bytes;
+    std::vector<kr_faults> per_cpu(possible_cpus_);
+    if (bpf_map__lookup_elem(skel_->maps.faults, &key, sizeof(key), per_cpu.data(),
+                             per_cpu.size() * sizeof(kr_faults), 0) == 0) {
+        for (const auto& cpu : per_cpu) {
+            reading.faults += cpu;
+        }
+    }
+    return reading;
+}
+
+std::vector<ChildReading> Observer::read_children() const {
+    std::vector<ChildReading> readings;
+    __u32 key = 0;
+    __u32 next = 0;
+    const void* previous = nullptr;
+    while (bpf_map__get_next_key(skel_->maps.children, previous, &next, sizeof(next)) == 0) {
+        if (auto reading = read_child(static_cast<pid_t>(next))) {
+            readings.push_back(*reading);
+        }
+        key = next;
+        previous = &key;
+    }
+    return readings;
+}
+
+std::uint64_t Observer::now_ns() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ULL +
+           static_cast<std::uint64_t>(now.tv_nsec);
+}
+
+std::vector<pid_t> track_manager(Observer& observer, const ProcFs& proc, pid_t manager) {
+    observer.add_manager(manager);
+    std::vector<pid_t> registered;
+    for (pid_t child : proc.children_of(manager)) {
+        const auto status = proc.status(child);
+        if (!status || status->ppid != manager) {
+            continue;  // gone, or re-parented, since the scan
+        }
+        std::array<std::uint64_t, KR_MEM_KINDS> mem{};
+        mem[KR_MEM_FILE] = status->rss_file;
+        mem[KR_MEM_ANON] = status->rss_anon;
+        mem[KR_MEM_SWAP] = status->vm_swap;
+        mem[KR_MEM_SHMEM] = status->rss_shmem;
+        if (observer.add_child(child, manager, mem)) {
+            registered.push_back(child);
+        }
+    }
+    return registered;
+}
+
+}  // namespace kidreaper
