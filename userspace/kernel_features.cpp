@@ -107,7 +107,8 @@ std::vector<std::string> blocking_problems(const KernelFeatures& f) {
             "with sudo");
         return problems;
     }
-    if (f.version_major != 0 && (f.version_major < 5 || (f.version_major == 5 && f.version_minor < 5))) {
+    if (f.version_major != 0 &&
+        (f.version_major < 5 || (f.version_major == 5 && f.version_minor < 5))) {
         problems.push_back("kernel " + f.release +
                            " is too old: kidreaper needs Linux 5.5 or newer (kmem:rss_stat)");
     }
@@ -138,8 +139,8 @@ std::vector<std::string> blocking_problems(const KernelFeatures& f) {
     return problems;
 }
 
-std::string observer_mode(const KernelFeatures& f) {
-    if (f.exact_cow()) {
+std::string observer_mode(bool exact_cow) {
+    if (exact_cow) {
         return "raw tracepoints + kprobe wp_page_copy (exact COW copies)";
     }
     return "raw tracepoints (COW class from fault codes)";
@@ -169,7 +170,7 @@ std::string format_features(const KernelFeatures& f) {
     line("wp_page_copy symbol", f.wp_page_copy_symbol, "optional");
     const auto problems = blocking_problems(f);
     if (problems.empty()) {
-        out << "usable: yes\nmode: " << observer_mode(f) << '\n';
+        out << "usable: yes\nmode: " << observer_mode(f.exact_cow()) << '\n';
     } else {
         out << "usable: no\n";
         for (const auto& problem : problems) {

@@ -15,12 +15,12 @@ struct SystemPaths {
 
 // Facts about this kernel that decide whether and how kidreaper can run.
 struct KernelFeatures {
-    std::string release;     // uname -r
+    std::string release;  // uname -r
     int version_major = 0;
     int version_minor = 0;
     bool is_root = false;
-    bool btf = false;                 // /sys/kernel/btf/vmlinux readable (CO-RE needs it)
-    bool raw_tracepoint_prog = false; // BPF_PROG_TYPE_RAW_TRACEPOINT loads
+    bool btf = false;                  // /sys/kernel/btf/vmlinux readable (CO-RE needs it)
+    bool raw_tracepoint_prog = false;  // BPF_PROG_TYPE_RAW_TRACEPOINT loads
     bool percpu_hash_map = false;
     bool tracefs_mounted = false;     // informational: raw tracepoints do not need it
     bool tp_page_fault_user = false;  // the raw tracepoints, found in BTF
@@ -42,8 +42,8 @@ KernelFeatures probe_features(const SystemPaths& paths = {});
 // Empty when usable.
 std::vector<std::string> blocking_problems(const KernelFeatures& features);
 
-// The observer mode this kernel gets, e.g. "raw tracepoints + kprobe wp_page_copy (exact COW)".
-std::string observer_mode(const KernelFeatures& features);
+// The observer mode's name, e.g. "raw tracepoints + kprobe wp_page_copy (exact COW copies)".
+std::string observer_mode(bool exact_cow);
 
 // Human report for `kidreaper check`: one line per feature, then the mode or the problems.
 std::string format_features(const KernelFeatures& features);

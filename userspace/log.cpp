@@ -25,7 +25,9 @@ int libbpf_verbose_print(enum libbpf_print_level, const char* format, va_list ar
     return std::vfprintf(stderr, format, args);
 }
 
-int libbpf_quiet_print(enum libbpf_print_level, const char*, va_list) { return 0; }
+int libbpf_quiet_print(enum libbpf_print_level, const char*, va_list) {
+    return 0;
+}
 
 }  // namespace
 

@@ -52,7 +52,8 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
                         std::string(std::strerror(-err)) +
                         "): run as root; check kernel lockdown and unprivileged_bpf_disabled");
         }
-        throw Error(libbpf_error("cannot load the BPF programs (run with -v for the verifier log)", err));
+        throw Error(
+            libbpf_error("cannot load the BPF programs (run with -v for the verifier log)", err));
     }
     try {
         attach(log);
@@ -78,8 +79,8 @@ void Observer::attach(const Logger& log) {
     for (const auto& entry : required) {
         *entry.link = bpf_program__attach(entry.program);
         if (*entry.link == nullptr) {
-            throw Error(libbpf_error(std::string("cannot attach to raw tracepoint ") + entry.name,
-                                     -errno));
+            throw Error(
+                libbpf_error(std::string("cannot attach to raw tracepoint ") + entry.name, -errno));
         }
     }
     if (exact_cow_) {
@@ -92,7 +93,9 @@ void Observer::attach(const Logger& log) {
     }
 }
 
-Observer::~Observer() { observer_bpf__destroy(skel_); }
+Observer::~Observer() {
+    observer_bpf__destroy(skel_);
+}
 
 void Observer::add_manager(pid_t manager) {
     const auto key = static_cast<__u32>(manager);

@@ -41,7 +41,7 @@ struct ChildReading {
     std::uint64_t exit_ns = 0;
     std::uint64_t mem_update_ns = 0;
     std::array<std::uint64_t, KR_MEM_KINDS> mem_bytes{};  // by enum kr_mem_kind
-    std::uint64_t anon_start_bytes = 0;  // anon when tracking began
+    std::uint64_t anon_start_bytes = 0;                   // anon when tracking began
     FaultCounts faults;
 
     bool exited() const { return (flags & KR_CHILD_EXITED) != 0; }

@@ -188,7 +188,9 @@ std::string printable(std::string_view text, std::size_t limit = 256) {
     return out;
 }
 
-std::string quoted(std::string_view text) { return "\"" + printable(text, 64) + "\""; }
+std::string quoted(std::string_view text) {
+    return "\"" + printable(text, 64) + "\"";
+}
 
 enum class PidProblem { none, malformed, too_small, too_large };
 
@@ -199,8 +201,8 @@ struct PidCheck {
 
 PidCheck check_pid(std::string_view text) {
     PidCheck check;
-    if (text.empty() || !std::all_of(text.begin(), text.end(),
-                                     [](char c) { return c >= '0' && c <= '9'; })) {
+    if (text.empty() ||
+        !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
         return check;
     }
     std::uint64_t value = 0;
@@ -472,8 +474,7 @@ pid_t read_pidfile(const std::filesystem::path& path) {
         case PidProblem::none:
             return check.pid;
         case PidProblem::malformed:
-            throw UsageError(prefix + "expected one decimal process id, found " +
-                             quoted(content));
+            throw UsageError(prefix + "expected one decimal process id, found " + quoted(content));
         case PidProblem::too_small:
             throw UsageError(prefix + "process id " + quoted(content) +
                              " is not valid (must be greater than 1)");

@@ -16,8 +16,8 @@ namespace kidreaper {
 // Fields of /proc/PID/stat that kidreaper needs.
 struct ProcStat {
     pid_t pid = 0;
-    std::string comm;               // without the parentheses; may hold spaces and ')'
-    char state = '?';               // R, S, D, Z, ...
+    std::string comm;  // without the parentheses; may hold spaces and ')'
+    char state = '?';  // R, S, D, Z, ...
     pid_t ppid = 0;
     std::uint64_t start_ticks = 0;  // field 22: start time in clock ticks since boot
 };

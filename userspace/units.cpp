@@ -149,9 +149,8 @@ std::optional<unsigned> size_unit_shift(std::string_view unit) {
         unsigned shift;
     };
     static constexpr Unit kUnits[] = {
-        {"", 0},     {"b", 0},    {"k", 10},   {"kb", 10},  {"kib", 10},
-        {"m", 20},   {"mb", 20},  {"mib", 20}, {"g", 30},   {"gb", 30},
-        {"gib", 30}, {"t", 40},   {"tb", 40},  {"tib", 40},
+        {"", 0},     {"b", 0},  {"k", 10},  {"kb", 10},  {"kib", 10}, {"m", 20},  {"mb", 20},
+        {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}, {"t", 40},   {"tb", 40}, {"tib", 40},
     };
     for (const Unit& u : kUnits) {
         if (ascii_iequals(unit, u.name)) {
@@ -308,8 +307,8 @@ std::string format_size(std::uint64_t bytes) {
 std::string format_duration(std::chrono::milliseconds duration) {
     const auto count = duration.count();
     // Magnitude as unsigned, so the most negative value does not overflow on negation.
-    std::uint64_t ms = count < 0 ? 0 - static_cast<std::uint64_t>(count)
-                                 : static_cast<std::uint64_t>(count);
+    std::uint64_t ms =
+        count < 0 ? 0 - static_cast<std::uint64_t>(count) : static_cast<std::uint64_t>(count);
     const char* const sign = count < 0 ? "-" : "";
     constexpr std::uint64_t kSecond = 1000;
     constexpr std::uint64_t kMinute = 60 * kSecond;

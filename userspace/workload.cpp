@@ -31,8 +31,8 @@ public:
         if (bytes_ == 0) {
             return;
         }
-        void* address = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                             -1, 0);
+        void* address =
+            mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (address == MAP_FAILED) {
             throw Error(errno_message("mmap", errno));
         }
@@ -94,11 +94,14 @@ void touch_pages(unsigned char* begin, std::uint64_t bytes) {
 [[noreturn]] void child_main(const ChildScript& script, const Mapping& inherited, int command_fd,
                              int done_fd, bool start_at_once) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const std::string title = ("kr-" + script.name).substr(0, 15);
+    prctl(PR_SET_NAME, title.c_str());
     if (!start_at_once && read_command(command_fd) != 'g') {
         _exit(0);
     }
     const std::uint64_t cow = std::min(script.cow_bytes, inherited.size());
-    const std::uint64_t steps = std::max<std::uint64_t>(1, (std::max(cow, script.leak_bytes) + kStep - 1) / kStep);
+    const std::uint64_t steps =
+        std::max<std::uint64_t>(1, (std::max(cow, script.leak_bytes) + kStep - 1) / kStep);
     const auto pause = script.spread / static_cast<long>(steps);
     std::vector<Mapping> leaked;
     std::uint64_t cow_done = 0;
@@ -131,7 +134,8 @@ struct RunningChild {
 
 class Manager {
 public:
-    Manager(const WorkloadSpec& spec, int out_fd) : spec_(spec), out_fd_(out_fd), preload_(spec.preload_bytes) {
+    Manager(const WorkloadSpec& spec, int out_fd)
+        : spec_(spec), out_fd_(out_fd), preload_(spec.preload_bytes) {
         if (preload_.size() > 0) {
             std::memset(preload_.data(), 0x5a, preload_.size());
         }
@@ -263,8 +267,9 @@ std::optional<std::string> read_line(int fd, std::string& buffer) {
 ChildScript parse_child_script(std::string_view text) {
     const std::string original(text);
     auto fail = [&original]() -> UsageError {
-        return UsageError("invalid child script \"" + original +
-                          "\": expected [late:](idle|cow:SIZE|leak:SIZE|mixed:SIZE:SIZE)[@DURATION]");
+        return UsageError(
+            "invalid child script \"" + original +
+            "\": expected [late:](idle|cow:SIZE|leak:SIZE|mixed:SIZE:SIZE)[@DURATION]");
     };
     ChildScript script;
     if (text.starts_with("late:")) {

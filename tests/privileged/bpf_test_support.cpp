@@ -135,7 +135,9 @@ void FixtureProcess::note(const std::string& line) {
     }
 }
 
-void FixtureProcess::wait_ready() { expect("ready"); }
+void FixtureProcess::wait_ready() {
+    expect("ready");
+}
 
 void FixtureProcess::go_and_wait_done(std::size_t count) {
     send("go");

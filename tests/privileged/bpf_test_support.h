@@ -17,15 +17,15 @@ std::string bpf_unavailable_reason();
 
 // Skips the test when the kernel lacks what kidreaper needs; with CI=true a missing
 // feature is a failure, not a skip.
-#define KR_REQUIRE_BPF()                                                           \
-    do {                                                                           \
+#define KR_REQUIRE_BPF()                                                              \
+    do {                                                                              \
         const std::string kr_reason = ::kidreaper::testing::bpf_unavailable_reason(); \
-        if (!kr_reason.empty()) {                                                  \
-            if (::kidreaper::testing::running_in_ci()) {                           \
-                FAIL() << "CI=true and BPF unavailable: " << kr_reason;            \
-            }                                                                      \
-            GTEST_SKIP() << kr_reason;                                             \
-        }                                                                          \
+        if (!kr_reason.empty()) {                                                     \
+            if (::kidreaper::testing::running_in_ci()) {                              \
+                FAIL() << "CI=true and BPF unavailable: " << kr_reason;               \
+            }                                                                         \
+            GTEST_SKIP() << kr_reason;                                                \
+        }                                                                             \
     } while (false)
 
 bool running_in_ci();

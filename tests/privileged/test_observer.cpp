@@ -38,7 +38,8 @@ void expect_near_truth(const std::string& name, std::uint64_t measured, std::uin
     if (truth == 0) {
         EXPECT_LT(measured, kNoiseBytes) << name;
     } else {
-        EXPECT_NEAR(static_cast<double>(measured), static_cast<double>(truth), 0.10 * static_cast<double>(truth))
+        EXPECT_NEAR(static_cast<double>(measured), static_cast<double>(truth),
+                    0.10 * static_cast<double>(truth))
             << name;
     }
 }
@@ -62,7 +63,7 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
 
     fixture.go_and_wait_done(5);
     const std::map<std::string, ChildTruth> truth = {
-        {"cow", {32 * MiB, 0}},   {"leak", {0, 16 * MiB}},      {"idle", {0, 0}},
+        {"cow", {32 * MiB, 0}},         {"leak", {0, 16 * MiB}},     {"idle", {0, 0}},
         {"mixed", {16 * MiB, 8 * MiB}}, {"late-leak", {0, 8 * MiB}},
     };
     ASSERT_EQ(fixture.children().size(), truth.size());
@@ -89,7 +90,8 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
         const auto status = ProcFs().status(pid);
         ASSERT_TRUE(status.has_value());
         EXPECT_NEAR(static_cast<double>(reading->mem_bytes[KR_MEM_ANON]),
-                    static_cast<double>(status->rss_anon), 0.10 * static_cast<double>(status->rss_anon + MiB));
+                    static_cast<double>(status->rss_anon),
+                    0.10 * static_cast<double>(status->rss_anon + MiB));
     }
 }
 

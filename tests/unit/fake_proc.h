@@ -64,8 +64,7 @@ public:
                                  unsigned long long start_ticks = 4242) {
         std::string s = std::to_string(pid) + " (" + std::string(comm) + ") " + state + " " +
                         std::to_string(ppid) + " " + std::to_string(pid) + " " +
-                        std::to_string(pid) +
-                        " 0 -1 4194560 2211 0 0 0 5 3 0 0 20 0 1 0 " +
+                        std::to_string(pid) + " 0 -1 4194560 2211 0 0 0 5 3 0 0 20 0 1 0 " +
                         std::to_string(start_ticks) +
                         " 17334272 1531 18446744073709551615 94171361460224 94171361489657 "
                         "140727385640032 0 0 0 0 4096 0 1 0 0 17 3 0 0 0 0 0 94171361504880 "

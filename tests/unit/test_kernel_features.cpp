@@ -79,7 +79,7 @@ TEST(ObserverMode, ExactCowNeedsKprobesAndTheSymbol) {
     EXPECT_FALSE(f.exact_cow());
     f.wp_page_copy_symbol = true;
     EXPECT_TRUE(f.exact_cow());
-    EXPECT_NE(observer_mode(f).find("kprobe"), std::string::npos);
+    EXPECT_NE(observer_mode(f.exact_cow()).find("kprobe"), std::string::npos);
 }
 
 TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {

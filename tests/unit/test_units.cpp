@@ -108,9 +108,9 @@ TEST(ParseSize, RejectsFractionalBytes) {
 }
 
 TEST(ParseSize, RejectsMalformed) {
-    for (const char* text : {"12X", "M", "KiB", "1 M", " 1M", "1M ", "1\tM", ".5G", "1.G", "1.",
-                             "1..5G", "1.5.5G", "+1", "1e3", "0x10", "1MiBB", "1Mi", "1KIBs",
-                             "1P", "1PiB", "1,5G", "one", "1_000", "\xff"}) {
+    for (const char* text : {"12X", "M",     "KiB",   "1 M",    " 1M",  "1M ", "1\tM",  ".5G",
+                             "1.G", "1.",    "1..5G", "1.5.5G", "+1",   "1e3", "0x10",  "1MiBB",
+                             "1Mi", "1KIBs", "1P",    "1PiB",   "1,5G", "one", "1_000", "\xff"}) {
         const std::string message = size_error(text);
         EXPECT_TRUE(contains(message, "invalid size \"")) << text << " -> " << message;
         EXPECT_TRUE(contains(message, "expected a number")) << text << " -> " << message;
@@ -182,8 +182,7 @@ TEST(ParseDuration, RejectsNegativeEmptyAndMalformed) {
     EXPECT_EQ(duration_error("-1s"), "invalid duration \"-1s\": must not be negative");
     EXPECT_TRUE(contains(duration_error(""), "invalid duration \"\": empty"));
     for (const char* text : {"10x", "10 s", " 10s", "10s ", "1M", "1S", "1H", "s", "ms", "1.s",
-                             ".5s", "+1s", "1sec", "1min", "1m30s", "1e3", "1us", "NaN",
-                             "inf"}) {
+                             ".5s", "+1s", "1sec", "1min", "1m30s", "1e3", "1us", "NaN", "inf"}) {
         const std::string message = duration_error(text);
         EXPECT_TRUE(contains(message, "invalid duration \"")) << text << " -> " << message;
         EXPECT_TRUE(contains(message, "expected a number")) << text << " -> " << message;

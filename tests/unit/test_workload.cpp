@@ -29,7 +29,8 @@ TEST(ChildScript, ParsesEachKind) {
 }
 
 TEST(ChildScript, RejectsMalformedScripts) {
-    for (const char* bad : {"", "cow", "cow:", "leak:12X", "mixed:1M", "idle:3", "sleep", "cow:1M@x"}) {
+    for (const char* bad :
+         {"", "cow", "cow:", "leak:12X", "mixed:1M", "idle:3", "sleep", "cow:1M@x"}) {
         EXPECT_THROW(parse_child_script(bad), UsageError) << bad;
     }
 }

@@ -1,0 +1,201 @@
+#include "diagnose.h"
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "error.h"
+#include "kernel_features.h"
+#include "observer.h"
+#include "procfs.h"
+#include "report.h"
+#include "signals.h"
+#include "units.h"
+#include "watcher.h"
+#include "workload.h"
+
+namespace kidreaper {
+
+namespace {
+
+// The built-in demo workload, run as a child process for the length of the diagnosis.
+class DemoServer {
+public:
+    DemoServer() {
+        int to[2];
+        int from[2];
+        if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) {
+            throw Error(errno_message("pipe", errno));
+        }
+        process_ = fork();
+        if (process_ < 0) {
+            throw Error(errno_message("fork", errno));
+        }
+        if (process_ == 0) {
+            close(to[1]);
+            close(from[0]);
+            prctl(PR_SET_NAME, "kr-demo");
+            _exit(run_workload_manager(demo_workload(), to[0], from[1]));
+        }
+        close(to[0]);
+        close(from[1]);
+        control_ = to[1];
+        events_ = from[0];
+        wait_ready();
+    }
+    ~DemoServer() {
+        close(control_);  // end of input: the manager stops its children and exits
+        close(events_);
+        while (waitpid(process_, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+    DemoServer(const DemoServer&) = delete;
+    DemoServer& operator=(const DemoServer&) = delete;
+
+    pid_t manager() const { return process_; }
+
+private:
+    void wait_ready() {
+        std::string text;
+        char chunk[256];
+        while (text.find("ready\n") == std::string::npos) {
+            ssize_t n = read(events_, chunk, sizeof chunk);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                throw Error("the demo workload did not start");
+            }
+            text.append(chunk, static_cast<std::size_t>(n));
+        }
+    }
+
+    pid_t process_ = -1;
+    int control_ = -1;
+    int events_ = -1;
+};
+
+// Progress on a terminal (stderr), nothing on a pipe.
+class Progress {
+public:
+    Progress() : enabled_(isatty(STDERR_FILENO) == 1) {}
+    ~Progress() { clear(); }
+    Progress(const Progress&) = delete;
+    Progress& operator=(const Progress&) = delete;
+    void show(double elapsed, double total, std::size_t children) {
+        if (enabled_) {
+            std::fprintf(stderr, "\r\033[Kwatching: %.0fs of %.0fs, %zu children", elapsed, total,
+                         children);
+            std::fflush(stderr);
+        }
+    }
+    void clear() {
+        if (enabled_) {
+            std::fputs("\r\033[K", stderr);
+            std::fflush(stderr);
+        }
+    }
+
+private:
+    bool enabled_;
+};
+
+void require_usable_kernel() {
+    const auto problems = blocking_problems(probe_features());
+    if (!problems.empty()) {
+        throw Error(problems.front());
+    }
+}
+
+}  // namespace
+
+pid_t resolve_manager(const std::optional<pid_t>& pid, const std::optional<std::string>& pidfile) {
+    if (pid && pidfile) {
+        throw UsageError("give --pid or --pidfile, not both");
+    }
+    if (pid) {
+        return *pid;
+    }
+    if (pidfile) {
+        return read_pidfile(*pidfile);
+    }
+    throw UsageError("which server? give --pid PID or --pidfile FILE (or --demo)");
+}
+
+int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
+    if (options.interval.count() <= 0) {
+        throw UsageError("--interval must be greater than zero");
+    }
+    if (options.duration < options.interval) {
+        throw UsageError("--duration must be at least one --interval");
+    }
+    std::optional<DemoServer> demo;
+    pid_t manager = 0;
+    if (options.demo) {
+        require_usable_kernel();
+        demo.emplace();
+        manager = demo->manager();
+    } else {
+        manager = resolve_manager(options.pid, options.pidfile);
+        require_usable_kernel();
+    }
+    ProcFs proc;
+    if (!proc.stat(manager)) {
+        throw Error("no process " + std::to_string(manager));
+    }
+    const KernelFeatures features = probe_features();
+    Observer observer({.exact_cow = features.exact_cow()}, log);
+    SignalGate signals;
+    Watcher watcher(observer, proc, manager);
+    Progress progress;
+    const double total = static_cast<double>(options.duration.count()) / 1000.0;
+    bool manager_gone = false;
+    while (watcher.elapsed_seconds() + 1e-3 < total) {
+        const auto left = std::chrono::milliseconds(
+            static_cast<long long>((total - watcher.elapsed_seconds()) * 1000));
+        if (signals.wait_for(std::min(options.interval, left)) != 0) {
+            break;
+        }
+        watcher.poll();
+        progress.show(watcher.elapsed_seconds(), total, watcher.children().size());
+        if (!watcher.manager_alive()) {
+            manager_gone = true;
+            break;
+        }
+    }
+    progress.clear();
+    if (signals.received() != 0) {
+        log.warn("interrupted: reporting the " +
+                 format_duration(std::chrono::milliseconds(
+                     static_cast<long long>(watcher.elapsed_seconds() * 1000))) +
+                 " watched");
+    }
+    if (manager_gone) {
+        log.warn("manager " + std::to_string(manager) + " exited during the window");
+    }
+    watcher.refresh_ground_truth();
+
+    ManagerSummary summary;
+    summary.pid = manager;
+    if (const auto stat = proc.stat(manager)) {
+        summary.comm = stat->comm;
+    }
+    summary.smaps = proc.smaps_rollup(manager);
+    Diagnosis diagnosis = diagnose_children(watcher.children(), summary, options.limit);
+    diagnosis.window_seconds = watcher.elapsed_seconds();
+    diagnosis.interval_seconds = static_cast<double>(options.interval.count()) / 1000.0;
+    diagnosis.mode = observer_mode(observer.exact_cow());
+    if (options.format == OutputFormat::json) {
+        std::puts(to_json(diagnosis).dump(2).c_str());
+    } else {
+        std::fputs(render_table(diagnosis).c_str(), stdout);
+    }
+    return manager_gone ? 1 : 0;
+}
+
+}  // namespace kidreaper

@@ -1,0 +1,72 @@
+// The diagnosis of a manager's children: built from the watcher's records (pure),
+// rendered as an 80-column table or as the JSON documented in docs/diagnose.md.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "classifier.h"
+#include "procfs.h"
+#include "watcher.h"
+
+namespace kidreaper {
+
+struct ChildDiagnosis {
+    pid_t pid = 0;
+    std::string comm;
+    bool exited = false;
+    bool born_in_window = false;
+    double seconds_watched = 0;
+    Classification classification;
+    std::uint64_t rss_bytes = 0;
+    std::uint64_t private_bytes = 0;
+    std::uint64_t shared_bytes = 0;
+    std::uint64_t pss_bytes = 0;
+    std::uint64_t anon_bytes = 0;
+    std::uint64_t cow_bytes = 0;     // unshared by COW during the window
+    std::uint64_t growth_bytes = 0;  // fresh anon gained during the window (>= 0)
+    // COW plateau: private + the dirty memory still shared; the most COW alone can reach.
+    std::uint64_t plateau_bytes = 0;
+    std::optional<double> seconds_to_plateau;  // at the observed COW rate
+    std::optional<double> seconds_to_limit;    // at the observed growth rate (leak, mixed)
+};
+
+struct ManagerSummary {
+    pid_t pid = 0;
+    std::string comm;
+    std::optional<SmapsRollup> smaps;
+};
+
+struct Diagnosis {
+    ManagerSummary manager;
+    double window_seconds = 0;
+    double interval_seconds = 0;
+    std::string mode;  // observer mode
+    std::vector<ChildDiagnosis> children;
+    std::uint64_t limit_bytes = 0;  // --limit, or the recommended one
+    bool limit_given = false;
+    std::uint64_t recommended_limit_bytes = 0;
+    std::uint64_t total_private_bytes = 0;
+    std::vector<pid_t> would_recycle;  // over the limit now
+};
+
+// Builds the diagnosis; `limit` is --limit when given.
+Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
+                            const ManagerSummary& manager, std::optional<std::uint64_t> limit,
+                            const ClassifierConfig& config = {});
+
+// The recommended reap limit on private memory: above the COW plateau of every child that
+// does not leak (so only leaking children are recycled), rounded up to a MiB.
+std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children);
+
+std::string render_table(const Diagnosis& diagnosis);
+nlohmann::json to_json(const Diagnosis& diagnosis);
+
+}  // namespace kidreaper

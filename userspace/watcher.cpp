@@ -1,0 +1,101 @@
+#include "watcher.h"
+
+#include "error.h"
+
+namespace kidreaper {
+
+namespace {
+constexpr std::uint64_t kPageBytes = 4096;
+}
+
+Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager)
+    : observer_(observer), proc_(proc), manager_(manager), started_ns_(Observer::now_ns()) {
+    const auto stat = proc_.stat(manager_);
+    if (!stat) {
+        throw Error("no process " + std::to_string(manager_) + " (has the server stopped?)");
+    }
+    manager_start_ticks_ = stat->start_ticks;
+    for (pid_t child : track_manager(observer_, proc_, manager_)) {
+        if (auto reading = observer_.read_child(child)) {
+            record_for(*reading, 0).present_at_start = true;
+        }
+    }
+}
+
+Watcher::~Watcher() {
+    observer_.remove_manager(manager_);
+    for (const auto& [pid, record] : children_) {
+        observer_.forget_child(pid);
+    }
+}
+
+double Watcher::elapsed_seconds() const {
+    return static_cast<double>(Observer::now_ns() - started_ns_) / 1e9;
+}
+
+std::uint64_t Watcher::cow_bytes(const ChildReading& reading) const {
+    const std::uint64_t copies =
+        observer_.exact_cow() ? reading.faults.cow_copies : reading.faults.write_present();
+    return copies * kPageBytes;
+}
+
+bool Watcher::manager_alive() const {
+    const auto stat = proc_.stat(manager_);
+    return stat && stat->start_ticks == manager_start_ticks_ && stat->state != 'Z';
+}
+
+bool Watcher::still_our_child(const ChildRecord& record) const {
+    const auto stat = proc_.stat(record.pid);
+    return stat && stat->ppid == manager_ && stat->start_ticks == record.start_ticks &&
+           stat->state != 'Z';
+}
+
+ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
+    auto [it, inserted] = children_.try_emplace(reading.pid);
+    ChildRecord& record = it->second;
+    if (inserted) {
+        record.pid = reading.pid;
+        record.first_seen = now;
+        if (const auto stat = proc_.stat(reading.pid)) {
+            record.comm = stat->comm;
+            record.start_ticks = stat->start_ticks;
+        }
+        record.smaps_first = proc_.smaps_rollup(reading.pid);
+        record.smaps_last = record.smaps_first;
+    }
+    record.latest = reading;
+    record.last_seen = now;
+    record.samples.push_back({now, cow_bytes(reading), reading.mem_bytes[KR_MEM_ANON]});
+    return record;
+}
+
+void Watcher::poll() {
+    const double now = elapsed_seconds();
+    for (const ChildReading& reading : observer_.read_children()) {
+        if (reading.manager != manager_) {
+            continue;
+        }
+        auto known = children_.find(reading.pid);
+        if (known != children_.end() && known->second.exited) {
+            continue;  // a reused pid the fork hook re-added is a new child: see below
+        }
+        ChildRecord& record = record_for(reading, now);
+        if (reading.exited() || !still_our_child(record)) {
+            record.exited = true;
+            observer_.forget_child(reading.pid);
+        }
+    }
+}
+
+void Watcher::refresh_ground_truth() {
+    for (auto& [pid, record] : children_) {
+        if (record.exited) {
+            continue;
+        }
+        if (auto smaps = proc_.smaps_rollup(pid)) {
+            record.smaps_last = smaps;
+        }
+    }
+}
+
+}  // namespace kidreaper
