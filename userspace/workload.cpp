@@ -269,9 +269,17 @@ ChildScript parse_child_script(std::string_view text) {
     auto fail = [&original]() -> UsageError {
         return UsageError(
             "invalid child script \"" + original +
-            "\": expected [late:](idle|cow:SIZE|leak:SIZE|mixed:SIZE:SIZE)[@DURATION]");
+            "\": expected [NAME=][late:](idle|cow:SIZE|leak:SIZE|mixed:SIZE:SIZE)[@DURATION]");
     };
     ChildScript script;
+    std::string explicit_name;
+    if (auto equals = text.find('='); equals != std::string_view::npos) {
+        explicit_name = std::string(text.substr(0, equals));
+        text.remove_prefix(equals + 1);
+        if (explicit_name.empty()) {
+            throw fail();
+        }
+    }
     if (text.starts_with("late:")) {
         script.late = true;
         text.remove_prefix(5);
@@ -289,7 +297,8 @@ ChildScript parse_child_script(std::string_view text) {
         }
         text.remove_prefix(colon + 1);
     }
-    script.name = (script.late ? "late-" : "") + std::string(parts[0]);
+    script.name = explicit_name.empty() ? (script.late ? "late-" : "") + std::string(parts[0])
+                                        : explicit_name;
     if (parts[0] == "idle" && parts.size() == 1) {
         return script;
     }

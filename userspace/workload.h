@@ -30,7 +30,7 @@ struct WorkloadSpec {
 
 // Parses a child script: "idle", "cow:32M", "leak:16M", "mixed:32M:16M", optionally
 // prefixed "late:" and suffixed "@10s" (spread). The name is the kind ("cow", ...),
-// "late-" + kind for a late child.
+// "late-" + kind for a late child, or NAME given as a "NAME=" prefix.
 // Throws UsageError.
 ChildScript parse_child_script(std::string_view text);
 

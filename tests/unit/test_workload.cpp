@@ -26,11 +26,16 @@ TEST(ChildScript, ParsesEachKind) {
     EXPECT_TRUE(late.late);
     EXPECT_EQ(late.name, "late-leak");
     EXPECT_EQ(late.leak_bytes, 1ULL << 30);
+
+    auto named = parse_child_script("goner=late:leak:2M@1s");
+    EXPECT_EQ(named.name, "goner");
+    EXPECT_TRUE(named.late);
+    EXPECT_EQ(named.leak_bytes, 2ULL << 20);
 }
 
 TEST(ChildScript, RejectsMalformedScripts) {
     for (const char* bad :
-         {"", "cow", "cow:", "leak:12X", "mixed:1M", "idle:3", "sleep", "cow:1M@x"}) {
+         {"", "cow", "cow:", "leak:12X", "mixed:1M", "idle:3", "sleep", "cow:1M@x", "=idle"}) {
         EXPECT_THROW(parse_child_script(bad), UsageError) << bad;
     }
 }
