@@ -12,6 +12,8 @@
 #include "log.h"
 #include "observer.h"
 #include "procfs.h"
+#include "reaper.h"
+#include "server_presets.h"
 #include "units.h"
 
 namespace kidreaper {
@@ -77,6 +79,83 @@ DiagnoseOptions to_options(const DiagnoseArgs& args) {
     return options;
 }
 
+// Raw option text for `reap`.
+struct ReapArgs {
+    std::string pid;
+    std::string pidfile;
+    std::string limit;
+    std::string metric = "private";
+    std::string server;
+    std::string signal;
+    std::string stagger = "10s";
+    unsigned max_concurrent = 1;
+    unsigned min_children = 0;
+    std::string grace = "60s";
+    bool escalate = false;
+    double jitter = 0;
+    std::string interval = "1s";
+    std::string idle_timeout = "10s";
+    bool no_idle_wait = false;
+    std::string replace_timeout = "60s";
+    std::string truth_every = "60s";
+    std::string pre_hook;
+    std::string post_hook;
+    std::string hook_timeout = "30s";
+    bool dry_run = false;
+    bool once = false;
+    bool wait_for_manager = false;
+    std::string log_format = "text";
+};
+
+ReapOptions to_options(const ReapArgs& args) {
+    ReapOptions options;
+    if (!args.pid.empty()) {
+        options.pid = parse_pid(args.pid);
+    }
+    if (!args.pidfile.empty()) {
+        options.pidfile = args.pidfile;
+    }
+    if (args.limit.empty()) {
+        throw UsageError("--limit is required (e.g. --limit 300MiB)");
+    }
+    options.policy.limit_bytes = parse_size(args.limit);
+    options.metric = parse_metric(args.metric);
+    if (!args.server.empty()) {
+        options.server = find_server_preset(args.server);
+    }
+    options.policy.signals = options.server.signals;
+    if (!args.signal.empty()) {
+        // --signal replaces the graceful signal; escalation keeps the server's later steps.
+        options.policy.signals.front() = parse_signal(args.signal);
+    }
+    options.policy.stagger = parse_duration(args.stagger);
+    options.policy.max_concurrent = args.max_concurrent;
+    options.policy.min_children = args.min_children;
+    options.policy.grace = parse_duration(args.grace);
+    options.policy.escalate = args.escalate;
+    if (args.jitter < 0 || args.jitter > 100) {
+        throw UsageError("--jitter takes a percentage from 0 to 100");
+    }
+    options.policy.jitter_percent = args.jitter;
+    options.policy.replace_timeout = parse_duration(args.replace_timeout);
+    options.policy.dry_run = args.dry_run;
+    options.interval = parse_duration(args.interval);
+    options.idle_timeout = parse_duration(args.idle_timeout);
+    options.idle_wait = !args.no_idle_wait;
+    options.truth_every = parse_duration(args.truth_every);
+    options.pre_hook = args.pre_hook;
+    options.post_hook = args.post_hook;
+    options.hook_timeout = parse_duration(args.hook_timeout);
+    options.once = args.once;
+    options.wait_for_manager = args.wait_for_manager;
+    if (args.log_format == "json") {
+        options.log_format = LogFormat::json;
+    } else if (args.log_format != "text") {
+        throw UsageError("invalid --log-format \"" + args.log_format + "\": expected text or json");
+    }
+    return options;
+}
+
 int run(int argc, char** argv) {
     CLI::App app{
         "kidreaper: tells a memory leak from copy-on-write in a pre-fork server's "
@@ -103,6 +182,49 @@ int run(int argc, char** argv) {
     diagnose->add_flag("--demo", diagnose_args.demo,
                        "Start a built-in workload (cow, leak, idle children) and diagnose it");
 
+    ReapArgs reap_args;
+    auto* reap = app.add_subcommand(
+        "reap", "Recycle children over a limit gracefully, one at a time, continuously");
+    reap->add_option("--pid", reap_args.pid, "The manager (parent) process id");
+    reap->add_option("--pidfile", reap_args.pidfile,
+                     "A file holding the manager's pid; re-read to follow restarts");
+    reap->add_option("--limit", reap_args.limit, "Recycle children over this: 300MiB, 1G, bytes");
+    reap->add_option("--metric", reap_args.metric,
+                     "private (default: what a child holds alone), pss, rss or anon");
+    reap->add_option("--server", reap_args.server,
+                     "fcgi, httpd-prefork, gunicorn, uwsgi, php-fpm, unicorn, puma or starman: "
+                     "its graceful signal, escalation and idle syscalls");
+    reap->add_option("--signal", reap_args.signal, "Override the graceful signal (e.g. HUP)");
+    reap->add_option("--stagger", reap_args.stagger, "At least this between signals (10s)");
+    reap->add_option("--max-concurrent", reap_args.max_concurrent,
+                     "Children recycling at once (1)");
+    reap->add_option("--min-children", reap_args.min_children,
+                     "Never signal when fewer would remain alive (0)");
+    reap->add_option("--grace", reap_args.grace, "Report a child still alive after this (60s)");
+    reap->add_flag("--escalate", reap_args.escalate,
+                   "After --grace, send the next signal of the server's sequence");
+    reap->add_option("--jitter", reap_args.jitter,
+                     "Lower each child's limit by up to PCT percent (0)");
+    reap->add_option("--interval", reap_args.interval, "Time between decisions (1s)");
+    reap->add_option("--idle-timeout", reap_args.idle_timeout,
+                     "Wait this long for the victim to be idle before signalling anyway (10s)");
+    reap->add_flag("--no-idle-wait", reap_args.no_idle_wait, "Signal without waiting for idle");
+    reap->add_option("--replace-timeout", reap_args.replace_timeout,
+                     "Go on if no replacement appears within this (60s)");
+    reap->add_option("--truth-every", reap_args.truth_every,
+                     "Re-read each child's smaps_rollup at most this often (60s)");
+    reap->add_option("--pre-hook", reap_args.pre_hook,
+                     "Shell command run before each signal; non-zero vetoes it");
+    reap->add_option("--post-hook", reap_args.post_hook,
+                     "Shell command run after each recycled child is replaced");
+    reap->add_option("--hook-timeout", reap_args.hook_timeout, "Kill a hook after this (30s)");
+    reap->add_flag("--dry-run", reap_args.dry_run, "Decide and log, signal nobody");
+    reap->add_flag("--once", reap_args.once,
+                   "Exit when nothing is over the limit or recycling (cron style)");
+    reap->add_flag("--wait-for-manager", reap_args.wait_for_manager,
+                   "With --pidfile, keep waiting when the manager is gone");
+    reap->add_option("--log-format", reap_args.log_format, "text (default) or json");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -122,6 +244,9 @@ int run(int argc, char** argv) {
     }
     if (diagnose->parsed()) {
         return run_diagnose(to_options(diagnose_args), log);
+    }
+    if (reap->parsed()) {
+        return run_reap(to_options(reap_args), log);
     }
     return 2;
 }

@@ -8,8 +8,12 @@ namespace {
 constexpr std::uint64_t kPageBytes = 4096;
 }
 
-Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager)
-    : observer_(observer), proc_(proc), manager_(manager), started_ns_(Observer::now_ns()) {
+Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::size_t max_samples)
+    : observer_(observer),
+      proc_(proc),
+      manager_(manager),
+      started_ns_(Observer::now_ns()),
+      max_samples_(max_samples) {
     const auto stat = proc_.stat(manager_);
     if (!stat) {
         throw Error("no process " + std::to_string(manager_) + " (has the server stopped?)");
@@ -62,10 +66,17 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
         }
         record.smaps_first = proc_.smaps_rollup(reading.pid);
         record.smaps_last = record.smaps_first;
+        record.anchor_cow_bytes = cow_bytes(reading);
+        record.anchor_anon_bytes = reading.mem_bytes[KR_MEM_ANON];
+        record.anchor_seconds = now;
     }
     record.latest = reading;
     record.last_seen = now;
     record.samples.push_back({now, cow_bytes(reading), reading.mem_bytes[KR_MEM_ANON]});
+    if (max_samples_ != 0 && record.samples.size() > max_samples_) {
+        record.samples.erase(record.samples.begin(),
+                             record.samples.end() - static_cast<std::ptrdiff_t>(max_samples_));
+    }
     return record;
 }
 
@@ -87,14 +98,36 @@ void Watcher::poll() {
     }
 }
 
+std::optional<SmapsRollup> Watcher::refresh_child(pid_t pid) {
+    auto it = children_.find(pid);
+    if (it == children_.end() || it->second.exited) {
+        return std::nullopt;
+    }
+    ChildRecord& record = it->second;
+    auto smaps = proc_.smaps_rollup(pid);
+    if (!smaps) {
+        return std::nullopt;
+    }
+    record.smaps_last = smaps;
+    if (auto reading = observer_.read_child(pid)) {
+        record.latest = *reading;
+    }
+    record.anchor_cow_bytes = cow_bytes(record.latest);
+    record.anchor_anon_bytes = record.latest.mem_bytes[KR_MEM_ANON];
+    record.anchor_seconds = elapsed_seconds();
+    return smaps;
+}
+
+void Watcher::prune_exited() {
+    std::erase_if(children_, [](const auto& entry) { return entry.second.exited; });
+}
+
 void Watcher::refresh_ground_truth() {
     for (auto& [pid, record] : children_) {
         if (record.exited) {
             continue;
         }
-        if (auto smaps = proc_.smaps_rollup(pid)) {
-            record.smaps_last = smaps;
-        }
+        refresh_child(pid);
     }
 }
 

@@ -28,12 +28,17 @@ struct ChildRecord {
     ChildReading latest;                     // the last map reading
     std::optional<SmapsRollup> smaps_first;  // ground truth when first seen
     std::optional<SmapsRollup> smaps_last;   // ground truth at the last refresh
+    // The counters when smaps_last was read: estimates add what changed since.
+    std::uint64_t anchor_cow_bytes = 0;
+    std::uint64_t anchor_anon_bytes = 0;
+    double anchor_seconds = 0;
 };
 
 class Watcher {
 public:
-    // Registers `manager` and its current children with `observer`.
-    Watcher(Observer& observer, const ProcFs& proc, pid_t manager);
+    // Registers `manager` and its current children with `observer`. With `max_samples`,
+    // each child keeps only its latest samples (for long-running watches).
+    Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::size_t max_samples = 0);
     ~Watcher();
     Watcher(const Watcher&) = delete;
     Watcher& operator=(const Watcher&) = delete;
@@ -43,6 +48,10 @@ public:
     void poll();
     // Reads smaps_rollup of every live child now (ground truth; costly on big children).
     void refresh_ground_truth();
+    // Reads smaps_rollup of one child and re-anchors its estimates; nullopt when gone.
+    std::optional<SmapsRollup> refresh_child(pid_t pid);
+    // Forgets the records of children that exited.
+    void prune_exited();
     // False once the manager has gone (or its pid was reused).
     bool manager_alive() const;
 
@@ -61,6 +70,7 @@ private:
     pid_t manager_;
     std::uint64_t manager_start_ticks_ = 0;
     std::uint64_t started_ns_ = 0;
+    std::size_t max_samples_ = 0;
     std::map<pid_t, ChildRecord> children_;
 };
 

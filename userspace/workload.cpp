@@ -84,9 +84,11 @@ char read_command(int fd) {
     }
 }
 
+// One plain store per page. Not a read-modify-write: under emulation (qemu TCG) that
+// faults twice, a read then a write on a present page, and would pass for COW.
 void touch_pages(unsigned char* begin, std::uint64_t bytes) {
     for (std::uint64_t offset = 0; offset < bytes; offset += kPage) {
-        begin[offset] = static_cast<unsigned char>(begin[offset] + 1);
+        begin[offset] = static_cast<unsigned char>(offset / kPage + 1);
     }
 }
 

@@ -36,6 +36,7 @@ import unittest
 
 E2E_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, E2E_DIR)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import fcgi_client  # noqa: E402
 
 MiB = 1024 * 1024
@@ -57,8 +58,10 @@ EXPECTED = {
 class Options:
     kidreaper = None
     workload_only = False
+    warm_up = True
     duration = 15
     timeout = 170
+    watchdog_fired = False
 
 
 LIVE_SERVERS = []
@@ -254,6 +257,7 @@ class GunicornServer(Server):
     def environment(self, lifetime):
         env = dict(os.environ)
         env.pop("GUNICORN_CMD_ARGS", None)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["E2E_ITEMS"] = str(self.items)
         env["E2E_MAX_LIFETIME"] = str(lifetime)
         return env
@@ -296,16 +300,16 @@ class Traffic(threading.Thread):
             started = time.monotonic()
             for pid, role in self.roles.items():
                 if role == "read" or (role == "mixed" and tick % 2 == 0):
-                    self._aim(pid, f"/read?pid={pid}&items={self.server.read_items}")
+                    self.aim(pid, f"/read?pid={pid}&items={self.server.read_items}")
                 elif role == "leak" or role == "mixed":
-                    self._aim(pid, f"/leak?pid={pid}&mb={LEAK_MB}")
+                    self.aim(pid, f"/leak?pid={pid}&mb={LEAK_MB}")
             tick += 1
             if self.requests >= self.max_requests or len(self.errors) > 20:
                 break
             self.stop_event.wait(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
 
-    def _aim(self, pid, path):
-        for _ in range(8 * CHILDREN):
+    def aim(self, pid, path):
+        for _ in range(12 * CHILDREN):
             if self.stop_event.is_set():
                 return
             self.requests += 1
@@ -318,6 +322,18 @@ class Traffic(threading.Thread):
             if status == 200:
                 return
         self.misses += 1
+
+
+def warm_up(server, children, rounds=10):
+    """Runs every handler's code path on every child with nothing to do (items=0, mb=0), so the
+    interpreter's own first-use unsharing (~1 MiB per fresh gunicorn worker) is over before the
+    window: the window then sees the steady state of a warm server."""
+    traffic = Traffic(server, {}, max_seconds=30)
+    for _ in range(rounds):
+        for pid in children:
+            for path in ("/ok", "/read?items=0", "/leak?mb=0"):
+                traffic.aim(pid, f"{path}{'&' if '?' in path else '?'}pid={pid}")
+    return traffic
 
 
 def expected_role(counts):
@@ -362,15 +378,15 @@ def probe_diagnose():
     return _probe_result or None
 
 
-def start_diagnose(target_args, duration, extra=()):
+def start_diagnose(target_args, duration):
     command = [Options.kidreaper, "diagnose", *target_args, "--duration", f"{duration}s",
-               "--interval", "500ms", "--format", "json", *extra]
+               "--interval", "500ms", "--format", "json"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     return command, proc
 
 
-def finish_diagnose(command, proc, duration):
+def finish_diagnose(proc, duration):
     """(returncode, stdout, stderr), killing kidreaper if it overstays."""
     try:
         stdout, stderr = proc.communicate(timeout=duration + 45)
@@ -390,6 +406,8 @@ class ServerTestMixin:
 
     @classmethod
     def setUpClass(cls):
+        if Options.watchdog_fired:
+            raise TimeoutError(f"[e2e] watchdog fired earlier (--timeout {Options.timeout}s)")
         if not Options.workload_only:
             problem = probe_diagnose()
             if problem:
@@ -466,7 +484,7 @@ class ServerTestMixin:
         children = self.live_children()
         before = snapshot(children)
         command, proc = start_diagnose(["--pidfile", self.server.pidfile], 3)
-        returncode, stdout, stderr = finish_diagnose(command, proc, 3)
+        returncode, stdout, stderr = finish_diagnose(proc, 3)
         after = snapshot(children)
         by_pid, where = self.parse_report(command, returncode, stdout, stderr)
         self.assertEqual(sorted(by_pid), self.live_children(), f"children{where}")
@@ -480,6 +498,9 @@ class ServerTestMixin:
         duration = Options.duration
         children = self.live_children()
         roles = dict(zip(children, ROLES))
+        if Options.warm_up:
+            warm = warm_up(self.server, children)
+            self.assertFalse(warm.errors, f"warm-up: {warm.errors[:5]}")
         before = snapshot(children)
         traffic = Traffic(self.server, roles, max_seconds=duration + 30)
         command = proc = None
@@ -489,7 +510,7 @@ class ServerTestMixin:
                 time.sleep(0.5)  # let it attach before the first request
             traffic.start()
             if proc is not None:
-                returncode, stdout, stderr = finish_diagnose(command, proc, duration)
+                returncode, stdout, stderr = finish_diagnose(proc, duration)
             else:
                 time.sleep(duration)
         finally:
@@ -593,6 +614,8 @@ def main():
     parser.add_argument("--kidreaper", help="path to the kidreaper binary")
     parser.add_argument("--workload-only", action="store_true",
                         help="run the servers and traffic and check /proc ground truth only (no kidreaper)")
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="start the window on fresh children (their first-use unsharing included)")
     parser.add_argument("--duration", type=int, default=Options.duration, help="diagnose window, seconds")
     parser.add_argument("--timeout", type=int, default=Options.timeout, help="watchdog for the whole run, seconds")
     args, rest = parser.parse_known_args()
@@ -603,14 +626,16 @@ def main():
     Options.kidreaper = os.path.abspath(args.kidreaper) if args.kidreaper else None
     Options.workload_only = args.workload_only
     Options.duration = args.duration
+    Options.warm_up = not args.no_warm_up
     Options.timeout = args.timeout
 
     atexit.register(stop_all_servers)
 
     def on_signal(signum, _frame):
-        raise SystemExit(f"[e2e] stopped by signal {signum}")
+        raise KeyboardInterrupt(f"[e2e] stopped by signal {signum}")  # unittest lets this through
 
     def on_watchdog(_signum, _frame):
+        Options.watchdog_fired = True
         raise TimeoutError(f"[e2e] watchdog: the run took more than {Options.timeout}s")
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -618,6 +643,9 @@ def main():
     signal.alarm(Options.timeout)
     try:
         program = unittest.main(argv=[sys.argv[0], *rest], exit=False, verbosity=2)
+    except KeyboardInterrupt as interrupt:
+        print(f"\n{interrupt or '[e2e] interrupted'}; servers stopped", file=sys.stderr)
+        return 1
     finally:
         signal.alarm(0)
         stop_all_servers()
