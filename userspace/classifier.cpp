@@ -94,11 +94,14 @@ Classification classify(std::span<const GrowthSample> samples, const ClassifierC
     const bool leaking =
         result.sustained_growth_bytes >= config.min_growth_bytes && result.growth_rate > 0;
     const bool unsharing = result.cow_bytes >= config.min_cow_bytes;
+    const double growth = static_cast<double>(std::max<std::int64_t>(0, result.anon_delta_bytes));
+    const bool unsharing_beside_growth =
+        unsharing && static_cast<double>(result.cow_bytes) >= config.mixed_cow_fraction * growth;
     const std::string cow_text =
         "unshared " + format_size(result.cow_bytes) + " (" + rate_text(result.cow_rate) + ")";
     const std::string growth_text = "anon grew " + format_size(result.sustained_growth_bytes) +
                                     " and kept it (" + rate_text(result.growth_rate) + ")";
-    if (leaking && unsharing) {
+    if (leaking && unsharing_beside_growth) {
         result.verdict = Verdict::mixed;
         result.reason = growth_text + " and " + cow_text;
     } else if (leaking) {

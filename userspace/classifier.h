@@ -9,7 +9,8 @@
 //    change the anon counter, so unsharing cannot look like growth.
 //  - leak:  sustained growth >= min_growth_bytes and a positive trend (Theil-Sen slope).
 //  - cow:   COW-class bytes >= min_cow_bytes in the window, and no leak.
-//  - mixed: both.
+//  - mixed: both, where the COW is also at least `mixed_cow_fraction` of the growth
+//    (a leaking child unshares a little of what it touches; that alone is not mixed).
 //  - stable: neither.
 #pragma once
 
@@ -36,6 +37,7 @@ struct ClassifierConfig {
     std::size_t min_samples = 3;
     std::uint64_t min_cow_bytes = 1ULL << 20;     // COW below this in the window is noise
     std::uint64_t min_growth_bytes = 2ULL << 20;  // sustained growth below this is noise
+    double mixed_cow_fraction = 0.10;             // COW needed, relative to growth, for mixed
 };
 
 struct Classification {

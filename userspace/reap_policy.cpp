@@ -70,10 +70,15 @@ void ReapPolicy::follow_in_flight(TimePoint now, const std::vector<ChildView>& a
                                 now - recycle.signalled_at))});
         }
         if (recycle.exited) {
-            const bool newcomer = std::any_of(alive.begin(), alive.end(), [&](const auto& child) {
-                return child.first_seen > recycle.signalled_at;
+            // A newcomer replaces one recycle only, so two exits need two replacements.
+            const auto newcomer = std::find_if(alive.begin(), alive.end(), [&](const auto& child) {
+                return child.first_seen > recycle.signalled_at &&
+                       !credited_.count({child.pid, child.start_ticks});
             });
-            if (newcomer || alive.size() >= recycle.alive_before) {
+            if (newcomer != alive.end()) {
+                credited_.insert({newcomer->pid, newcomer->start_ticks});
+            }
+            if (newcomer != alive.end() || alive.size() >= recycle.alive_before) {
                 actions.notices.push_back({"replaced", pid, "a replacement is up"});
                 it = in_flight_.erase(it);
                 continue;
@@ -108,6 +113,9 @@ PolicyActions ReapPolicy::tick(TimePoint now, const std::vector<ChildView>& aliv
     follow_in_flight(now, alive, actions);
 
     std::erase_if(refused_until_, [now](const auto& entry) { return entry.second <= now; });
+    std::erase_if(credited_, [&alive](const auto& entry) {
+        return find_child(alive, entry.first, entry.second) == nullptr;
+    });
     std::erase_if(dry_run_done_, [&alive](const auto& entry) {
         return find_child(alive, entry.first, entry.second) == nullptr;
     });

@@ -9,7 +9,9 @@
 //  - Candidates are ordered leaking children first (leak, then mixed), then largest.
 //  - At most `max_concurrent` recycles are in flight. A recycle is in flight from its
 //    signal until the child has exited and a replacement has appeared (a child first
-//    seen after the signal, or as many children as before), or `replace_timeout` passed.
+//    seen after the signal and not already counted for another recycle, or as many
+//    children as before), or `replace_timeout` passed. A child that outlives its grace
+//    without escalation stays in flight: the server did not act on its signal.
 //  - At least `stagger` between two signals to different children.
 //  - Never signal when fewer than `min_children` children would remain alive (reported
 //    once per child as a "held" notice until it is no longer held).
@@ -127,6 +129,7 @@ private:
     std::optional<TimePoint> last_signal_;
     std::map<pid_t, TimePoint> refused_until_;
     std::set<std::pair<pid_t, std::uint64_t>> dry_run_done_;
+    std::set<std::pair<pid_t, std::uint64_t>> credited_;  // newcomers counted as replacements
     std::set<pid_t> held_;  // reported as held by --min-children (reported once)
 };
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -72,10 +73,15 @@ void write_all(int fd, const std::string& text) {
     }
 }
 
-// Blocks until a command byte arrives; 'x' on end of input.
+// Blocks until a command byte arrives; 'x' on end of input. Waits in poll(), as a
+// server's idle worker does, so that kidreaper's idle detection sees it idle.
 char read_command(int fd) {
     char command = 'x';
     while (true) {
+        pollfd ready{fd, POLLIN, 0};
+        if (poll(&ready, 1, -1) < 0 && errno == EINTR) {
+            continue;
+        }
         ssize_t n = read(fd, &command, 1);
         if (n < 0 && errno == EINTR) {
             continue;
@@ -219,6 +225,29 @@ public:
         }
     }
 
+    // Reaps children that exited unasked (e.g. signalled by kidreaper); with respawn,
+    // forks an idle replacement for each, as a pre-fork manager does.
+    void reap_exited() {
+        int status = 0;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            auto it = std::find_if(children_.begin(), children_.end(),
+                                   [pid](const auto& child) { return child.pid == pid; });
+            if (it == children_.end()) {
+                continue;
+            }
+            const std::string name = it->script->name;
+            close(it->command_fd);
+            children_.erase(it);
+            say("exited " + std::to_string(pid) + " " + name);
+            if (spec_.respawn) {
+                fork_child(respawn_script_);
+                say("respawned " + std::to_string(pid) + " " +
+                    std::to_string(children_.back().pid));
+            }
+        }
+    }
+
     void say(const std::string& line) { write_all(out_fd_, line + "\n"); }
     int done_fd() const { return done_read_; }
 
@@ -234,6 +263,7 @@ private:
     }
 
     const WorkloadSpec& spec_;
+    const ChildScript respawn_script_{"respawned", 0, 0, std::chrono::milliseconds(0), true};
     int out_fd_;
     Mapping preload_;
     int done_read_ = -1;
@@ -335,12 +365,13 @@ int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd) {
     std::string buffer;
     while (true) {
         pollfd fds[2] = {{in_fd, POLLIN, 0}, {manager.done_fd(), POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        if (poll(fds, 2, 100) < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return 1;
         }
+        manager.reap_exited();
         if (fds[1].revents & POLLIN) {
             manager.report_done();
         }

@@ -26,6 +26,7 @@ struct WorkloadSpec {
     std::uint64_t preload_bytes = 64ULL << 20;  // written by the manager before forking
     std::vector<ChildScript> children;
     bool start_at_once = false;  // children start without waiting for "go"
+    bool respawn = false;        // a child that exits unasked is replaced by an idle one
 };
 
 // Parses a child script: "idle", "cow:32M", "leak:16M", "mixed:32M:16M", optionally
@@ -37,7 +38,7 @@ ChildScript parse_child_script(std::string_view text);
 // Runs the manager in this process until "quit" or end of input on `in_fd`.
 // Line protocol, manager to driver on `out_fd`:
 //   "manager PID", "child PID NAME" (per fork), "ready", "started", "done PID NAME"
-//   (a child finished its script), "exited PID NAME", "bye".
+//   (a child finished its script), "exited PID NAME", "respawned OLD NEW", "bye".
 // Driver to manager on `in_fd`: "go", "exit NAME" (that child exits), "quit".
 // Children die with the manager (PR_SET_PDEATHSIG). Returns the exit status.
 int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd);

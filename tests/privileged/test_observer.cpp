@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -74,6 +75,13 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
         EXPECT_EQ(reading->manager, fixture.manager());
         EXPECT_FALSE(reading->exited());
         const ChildTruth& expected = truth.at(name);
+        std::printf(
+            "  %-9s cow %6.2f MiB (truth %5.1f)  growth %6.2f MiB (truth %5.1f)  exact %6.2f MiB\n",
+            name.c_str(), static_cast<double>(cow_bytes(*reading)) / MiB,
+            static_cast<double>(expected.cow_bytes) / MiB,
+            static_cast<double>(reading->anon_growth_bytes()) / MiB,
+            static_cast<double>(expected.growth_bytes) / MiB,
+            static_cast<double>(reading->faults.cow_copies * kPage) / MiB);
         expect_near_truth(name + " cow", cow_bytes(*reading), expected.cow_bytes);
         expect_near_truth(name + " growth", reading->anon_growth_bytes(), expected.growth_bytes);
         if (observer.exact_cow()) {

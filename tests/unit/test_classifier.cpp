@@ -68,6 +68,13 @@ TEST(Classifier, BothAtOnceIsMixed) {
     EXPECT_EQ(result.verdict, Verdict::mixed) << result.reason;
 }
 
+TEST(Classifier, LeakThatUnsharesALittleIsStillLeak) {
+    // A fresh worker unshares ~1 MiB serving requests while leaking 6 MiB/s: a leak.
+    const auto result = classify(series(15, 0.08, 6.0, 0.5));
+    EXPECT_EQ(result.verdict, Verdict::leak) << result.reason;
+    EXPECT_GE(result.cow_bytes, 1u << 20);
+}
+
 TEST(Classifier, QuietChildIsStable) {
     const auto result = classify(series(30, 0.01, 0.0, 0.2));
     EXPECT_EQ(result.verdict, Verdict::stable) << result.reason;

@@ -369,6 +369,25 @@ TEST(ReapPolicyStagger, ReplaceTimeoutReleasesTheSlot) {
     EXPECT_EQ(sim.count("replace-timeout", 421), 1u);
 }
 
+TEST(ReapPolicyStagger, NewcomerCountsAsReplacedWithFewerChildrenThanBefore) {
+    Sim sim(base_config());
+    sim.spawn(441, 300 * MiB);
+    sim.spawn(442, 200 * MiB);
+    sim.spawn(443, kSmall);
+    sim.spawn(444, kSmall);
+    sim.tick();  // signalled with 4 alive
+    sim.now += 1s;
+    sim.exit(443);  // died on its own, the manager does not replace it
+    sim.tick();
+    sim.now += 1s;
+    sim.exit(441);
+    sim.spawn(445, kSmall);  // 441's replacement: 3 alive, fewer than 4
+    sim.tick();
+    EXPECT_EQ(sim.count("replaced", 441), 1u);
+    EXPECT_EQ(sim.recycled_pids(), (std::vector<pid_t>{441, 442}));
+    EXPECT_EQ(sim.recycled_times(), (std::vector<std::int64_t>{0, 2000}));
+}
+
 TEST(ReapPolicyStagger, AsManyChildrenAsBeforeCountsAsReplaced) {
     Sim sim(base_config());
     sim.spawn(431, 300 * MiB);
