@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -34,12 +35,62 @@ std::string sibling_path(const std::string& name) {
     return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
 }
 
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        throw std::runtime_error("pipe failed");
+    }
+    const pid_t pid = fork();
+    if (pid < 0) {
+        throw std::runtime_error("fork failed");
+    }
+    if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        std::vector<char*> args;
+        for (const auto& arg : argv) {
+            args.push_back(const_cast<char*>(arg.c_str()));
+        }
+        args.push_back(nullptr);
+        execv(args[0], args.data());
+        _exit(127);
+    }
+    close(out[1]);
+    CommandResult result;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    bool killed = false;
+    while (true) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 && !killed) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        pollfd fd{out[0], POLLIN, 0};
+        poll(&fd, 1, killed ? 1000 : static_cast<int>(std::min<long>(left.count(), 1000)));
+        if (fd.revents & (POLLIN | POLLHUP)) {
+            char chunk[4096];
+            const ssize_t n = read(out[0], chunk, sizeof chunk);
+            if (n <= 0) {
+                break;
+            }
+            result.output.append(chunk, static_cast<std::size_t>(n));
+        }
+    }
+    close(out[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    result.exit_status = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
 FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
     int to[2];
     int from[2];
     if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) {
         throw std::runtime_error("pipe failed");
     }
+    // A fixture that was killed must not take the test with it through SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
     const std::string program = sibling_path("kr-fixture");
     process_ = fork();
     if (process_ < 0) {
@@ -65,7 +116,8 @@ FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
 
 FixtureProcess::~FixtureProcess() {
     if (to_fixture_ >= 0) {
-        send("quit");
+        const std::string quit = "quit\n";
+        [[maybe_unused]] const ssize_t ignored = write(to_fixture_, quit.data(), quit.size());
         close(to_fixture_);
     }
     if (from_fixture_ >= 0) {
@@ -116,6 +168,34 @@ std::string FixtureProcess::expect(const std::string& prefix, std::chrono::milli
         ssize_t n = read(from_fixture_, chunk, sizeof(chunk));
         if (n <= 0) {
             throw std::runtime_error("fixture: output ended before \"" + prefix + "\"");
+        }
+        buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+}
+
+std::vector<std::string> FixtureProcess::drain(std::chrono::milliseconds wait) {
+    std::vector<std::string> lines;
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (true) {
+        std::size_t newline;
+        while ((newline = buffer_.find('\n')) != std::string::npos) {
+            lines.push_back(buffer_.substr(0, newline));
+            buffer_.erase(0, newline + 1);
+            note(lines.back());
+        }
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return lines;
+        }
+        pollfd fd{from_fixture_, POLLIN, 0};
+        if (poll(&fd, 1, static_cast<int>(left.count())) <= 0) {
+            continue;
+        }
+        char chunk[512];
+        const ssize_t n = read(from_fixture_, chunk, sizeof(chunk));
+        if (n <= 0) {
+            return lines;
         }
         buffer_.append(chunk, static_cast<std::size_t>(n));
     }

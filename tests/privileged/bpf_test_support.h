@@ -33,6 +33,15 @@ bool running_in_ci();
 // A path next to the running test binary (the fixture is built beside it).
 std::string sibling_path(const std::string& name);
 
+// A finished command: its exit status (-1 when killed at the timeout) and stdout.
+struct CommandResult {
+    int exit_status = -1;
+    std::string output;
+};
+
+// Runs `argv` (argv[0] a path), collects stdout, kills it after `timeout`.
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
+
 // kr-fixture, started with `args`, spoken to over pipes; quit and reaped on destruction.
 class FixtureProcess {
 public:
@@ -49,6 +58,9 @@ public:
     void wait_ready();
     // Sends "go" and waits until `count` children reported "done".
     void go_and_wait_done(std::size_t count);
+
+    // Reads whatever lines are ready within `wait`, noting them; returns them.
+    std::vector<std::string> drain(std::chrono::milliseconds wait);
 
     pid_t manager() const { return manager_; }
     // The pid of the child named `name` (the first one).

@@ -23,9 +23,9 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
     Observer observer({.exact_cow = probe_features().exact_cow()}, log);
-    FixtureProcess fixture({"--preload", "64M", "--child", "cow:48M@5s", "--child",
-                            "leak:32M@5s", "--child", "mixed:32M:24M@5s", "--child", "idle",
-                            "--child", "goner=leak:32M@5s", "--child", "late:cow:24M@4s"});
+    FixtureProcess fixture({"--preload", "64M", "--child", "cow:48M@5s", "--child", "leak:32M@5s",
+                            "--child", "mixed:32M:24M@5s", "--child", "idle", "--child",
+                            "goner=leak:32M@5s", "--child", "late:cow:24M@4s"});
     fixture.wait_ready();
     const ProcFs proc;
     Watcher watcher(observer, proc, fixture.manager());

@@ -1,0 +1,181 @@
+// `kidreaper reap` end to end on this kernel: the real binary against the fixture, a
+// manager that respawns the children kidreaper recycles.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "bpf_test_support.h"
+#include "procfs.h"
+
+namespace kidreaper {
+namespace {
+
+using nlohmann::json;
+using testing::FixtureProcess;
+using testing::run_command;
+using testing::sibling_path;
+
+std::vector<json> events_of(const std::string& output, const std::string& name) {
+    std::vector<json> events;
+    std::size_t start = 0;
+    while (start < output.size()) {
+        const std::size_t end = output.find('\n', start);
+        const std::string line = output.substr(start, end - start);
+        start = end == std::string::npos ? output.size() : end + 1;
+        if (line.empty()) {
+            continue;
+        }
+        const json event = json::parse(line);  // every line must be JSON
+        if (event.at("event") == name) {
+            events.push_back(event);
+        }
+    }
+    return events;
+}
+
+std::vector<std::string> reap_command(pid_t manager, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {sibling_path("../kidreaper"),
+                                     "reap",
+                                     "--pid",
+                                     std::to_string(manager),
+                                     "--limit",
+                                     "12MiB",
+                                     "--stagger",
+                                     "700ms",
+                                     "--interval",
+                                     "200ms",
+                                     "--idle-timeout",
+                                     "2s",
+                                     "--once",
+                                     "--log-format",
+                                     "json"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+}
+
+// ISO-8601 UTC "...T12:34:56.789Z" to seconds of the day.
+double seconds_of(const json& event) {
+    const std::string time = event.at("time");
+    const auto t = time.find('T');
+    return std::stod(time.substr(t + 1, 2)) * 3600 + std::stod(time.substr(t + 4, 2)) * 60 +
+           std::stod(time.substr(t + 7, 6));
+}
+
+bool alive_child_of(pid_t pid, pid_t manager) {
+    const auto stat = ProcFs().stat(pid);
+    return stat && stat->ppid == manager && stat->state != 'Z';
+}
+
+TEST(Reap, RecyclesOversizedChildrenOneAtATimeAndNeverOthers) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child",
+                            "big2=leak:20M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(3);
+    const auto result = run_command(reap_command(fixture.manager(), {}), std::chrono::seconds(60));
+    ASSERT_EQ(result.exit_status, 0) << result.output;
+
+    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(recycles.size(), 2u) << result.output;
+    EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1")) << "the largest first";
+    EXPECT_EQ(recycles[1].at("pid"), fixture.child("big2"));
+    for (const auto& recycle : recycles) {
+        EXPECT_EQ(recycle.at("signal"), "TERM");
+        EXPECT_EQ(recycle.at("idle"), "idle") << "fixture children wait in poll()";
+        EXPECT_GT(recycle.at("private").get<std::uint64_t>(), 12u << 20);
+        EXPECT_FALSE(recycle.contains("dry_run"));
+    }
+    EXPECT_GE(seconds_of(recycles[1]) - seconds_of(recycles[0]), 0.7) << "stagger";
+    // One at a time: the second signal only after the first child was replaced.
+    const auto replaced = events_of(result.output, "replaced");
+    ASSERT_FALSE(replaced.empty());
+    EXPECT_EQ(replaced[0].at("pid"), fixture.child("big1"));
+    EXPECT_LE(seconds_of(replaced[0]), seconds_of(recycles[1]));
+
+    const auto lines = fixture.drain(std::chrono::milliseconds(500));
+    std::set<std::string> exited;
+    for (const auto& line : lines) {
+        if (line.rfind("exited ", 0) == 0) {
+            exited.insert(line.substr(7, line.find(' ', 7) - 7));
+        }
+    }
+    EXPECT_EQ(exited, (std::set<std::string>{std::to_string(fixture.child("big1")),
+                                             std::to_string(fixture.child("big2"))}));
+    EXPECT_TRUE(alive_child_of(fixture.child("small"), fixture.manager()));
+    EXPECT_EQ(kill(fixture.manager(), 0), 0) << "the manager is never signalled";
+}
+
+TEST(Reap, DryRunDecidesTheSameAndSignalsNobody) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child",
+                            "big2=leak:20M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(3);
+    const auto result =
+        run_command(reap_command(fixture.manager(), {"--dry-run"}), std::chrono::seconds(60));
+    ASSERT_EQ(result.exit_status, 0) << result.output;
+    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(recycles.size(), 2u) << result.output;
+    EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1"));
+    EXPECT_EQ(recycles[1].at("pid"), fixture.child("big2"));
+    for (const auto& recycle : recycles) {
+        EXPECT_EQ(recycle.at("dry_run"), true);
+    }
+    for (const auto& line : fixture.drain(std::chrono::milliseconds(500))) {
+        EXPECT_NE(line.rfind("exited ", 0), 0u) << "dry run signalled someone: " << line;
+    }
+    for (const auto& [name, pid] : fixture.children()) {
+        EXPECT_TRUE(alive_child_of(pid, fixture.manager())) << name;
+    }
+}
+
+TEST(Reap, MinChildrenHoldsTheLastOnes) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture(
+        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(2);
+    const auto result = run_command(reap_command(fixture.manager(), {"--min-children", "2"}),
+                                    std::chrono::seconds(30));
+    ASSERT_EQ(result.exit_status, 0) << result.output;
+    EXPECT_TRUE(events_of(result.output, "recycle").empty()) << result.output;
+    const auto held = events_of(result.output, "held");
+    ASSERT_EQ(held.size(), 1u) << result.output;
+    EXPECT_EQ(held[0].at("pid"), fixture.child("big1"));
+    EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
+}
+
+TEST(Reap, ManagerGoneEndsWithAnErrorAndSignalsNobody) {
+    KR_REQUIRE_BPF();
+    auto fixture = std::make_unique<FixtureProcess>(
+        std::vector<std::string>{"--preload", "4M", "--child", "small=idle"});
+    fixture->wait_ready();
+    const pid_t manager = fixture->manager();
+    auto argv = reap_command(manager, {});
+    argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    pid_t stopper = fork();
+    if (stopper == 0) {
+        usleep(1'500'000);
+        kill(manager, SIGKILL);
+        _exit(0);
+    }
+    const auto result = run_command(argv, std::chrono::seconds(30));
+    waitpid(stopper, nullptr, 0);
+    EXPECT_EQ(result.exit_status, 1) << result.output;
+    const auto gone = events_of(result.output, "manager-gone");
+    ASSERT_EQ(gone.size(), 1u) << result.output;
+    EXPECT_EQ(gone[0].at("manager"), manager);
+    EXPECT_TRUE(events_of(result.output, "recycle").empty());
+}
+
+}  // namespace
+}  // namespace kidreaper
