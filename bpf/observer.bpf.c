@@ -41,6 +41,18 @@ struct {
 	__type(value, struct kr_faults);
 } faults SEC(".maps");
 
+/* Sampled sites of COW-class faults; filled only when record_cow_sites is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, KR_MAX_SITES);
+	__type(key, struct kr_site_key);
+	__type(value, __u64);
+} cow_sites SEC(".maps");
+
+/* Set by the loader before load; the verifier prunes what they switch off. */
+const volatile bool record_cow_sites = false;
+const volatile __u32 cow_sample_mask = 7; /* record one COW-class fault in (mask + 1) per CPU */
+
 /* Linux 5.5-6.1 kept the mm counters in an array of atomics (struct mm_rss_stat). */
 struct mm_rss_stat___v5 {
 	atomic_long_t count[4];
@@ -174,8 +186,30 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	return 0;
 }
 
+static __always_inline void count_site(__u32 tgid, __u32 kind, __u64 address)
+{
+	struct kr_site_key key = {.tgid = tgid, .kind = kind, .address = address};
+	__u64 one = 1;
+	__u64 *count = bpf_map_lookup_elem(&cow_sites, &key);
+
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	else
+		bpf_map_update_elem(&cow_sites, &key, &one, BPF_NOEXIST);
+}
+
+static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned long address,
+					     struct pt_regs *regs)
+{
+	if (!record_cow_sites || (sequence & cow_sample_mask) != 0)
+		return;
+	count_site(tgid, KR_SITE_DATA, (address >> KR_SITE_DATA_SHIFT) << KR_SITE_DATA_SHIFT);
+	if (regs)
+		count_site(tgid, KR_SITE_CODE, BPF_CORE_READ(regs, ip));
+}
+
 static __always_inline void count_fault(unsigned long address, unsigned long error_code,
-					 bool user_mode)
+					 struct pt_regs *regs, bool user_mode)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
@@ -186,10 +220,13 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 	if (!user_mode && (address >> 63)) /* kernel address: not the child's memory */
 		return;
 	if ((error_code & (KR_PF_WRITE | KR_PF_PROT)) == (KR_PF_WRITE | KR_PF_PROT)) {
-		if (user_mode)
+		if (user_mode) {
 			counts->write_present_user++;
-		else
+			sample_cow_site(tgid, counts->write_present_user, address, regs);
+		} else {
 			counts->write_present_kernel++;
+			sample_cow_site(tgid, counts->write_present_kernel, address, NULL);
+		}
 	} else if (error_code & KR_PF_WRITE) {
 		counts->write_absent++;
 	} else {
@@ -200,7 +237,7 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(on_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, true);
+	count_fault(address, error_code, regs, true);
 	return 0;
 }
 
@@ -208,7 +245,7 @@ SEC("raw_tp/page_fault_kernel")
 int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs,
 	     unsigned long error_code)
 {
-	count_fault(address, error_code, false);
+	count_fault(address, error_code, regs, false);
 	return 0;
 }
 

@@ -18,3 +18,5 @@ static_assert(offsetof(kr_faults, write_present_user) == 0);
 static_assert(offsetof(kr_faults, cow_copies) == 32);
 static_assert(offsetof(kr_faults, zero_page_copies) == 40);
 static_assert(KR_MEM_KINDS == 4);
+static_assert(sizeof(kr_site_key) == 16);
+static_assert(offsetof(kr_site_key, address) == 8);

@@ -149,7 +149,7 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
         throw Error("no process " + std::to_string(manager));
     }
     const KernelFeatures features = probe_features();
-    Observer observer({.exact_cow = features.exact_cow()}, log);
+    Observer observer({.exact_cow = features.exact_cow(), .record_cow_sites = true}, log);
     SignalGate signals;
     Watcher watcher(observer, proc, manager);
     Progress progress;
@@ -190,6 +190,8 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     diagnosis.window_seconds = watcher.elapsed_seconds();
     diagnosis.interval_seconds = static_cast<double>(options.interval.count()) / 1000.0;
     diagnosis.mode = observer_mode(observer.exact_cow());
+    attribute_children_cow(diagnosis, observer.read_cow_sites(), observer.cow_sample_period(),
+                           proc);
     if (options.format == OutputFormat::json) {
         std::puts(to_json(diagnosis).dump(2).c_str());
     } else {

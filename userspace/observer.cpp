@@ -45,6 +45,14 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     }
     exact_cow_ = options.exact_cow;
     bpf_program__set_autoload(skel_->progs.on_wp_page_copy, exact_cow_);
+    const std::uint32_t period = options.cow_sample_period;
+    if (period == 0 || (period & (period - 1)) != 0) {
+        observer_bpf__destroy(skel_);
+        throw Error("the COW sample period must be a power of two");
+    }
+    cow_sample_period_ = period;
+    skel_->rodata->record_cow_sites = options.record_cow_sites;
+    skel_->rodata->cow_sample_mask = period - 1;
     if (int err = observer_bpf__load(skel_); err != 0) {
         observer_bpf__destroy(skel_);
         if (err == -EPERM || err == -EACCES) {
@@ -185,6 +193,23 @@ std::vector<ChildReading> Observer::read_children() const {
         previous = &key;
     }
     return readings;
+}
+
+std::vector<CowSiteSample> Observer::read_cow_sites() const {
+    std::vector<CowSiteSample> sites;
+    kr_site_key key{};
+    kr_site_key next{};
+    const void* previous = nullptr;
+    while (bpf_map__get_next_key(skel_->maps.cow_sites, previous, &next, sizeof(next)) == 0) {
+        __u64 samples = 0;
+        if (bpf_map__lookup_elem(skel_->maps.cow_sites, &next, sizeof(next), &samples,
+                                 sizeof(samples), 0) == 0) {
+            sites.push_back({static_cast<pid_t>(next.tgid), next.kind, next.address, samples});
+        }
+        key = next;
+        previous = &key;
+    }
+    return sites;
 }
 
 std::uint64_t Observer::now_ns() {

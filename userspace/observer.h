@@ -57,7 +57,17 @@ struct ChildReading {
 };
 
 struct ObserverOptions {
-    bool exact_cow = false;  // load and attach the wp_page_copy kprobe (see KernelFeatures)
+    bool exact_cow = false;         // load and attach the wp_page_copy kprobe (see KernelFeatures)
+    bool record_cow_sites = false;  // sample where COW-class faults land (diagnose)
+    std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
+};
+
+// Sampled faults of one child at one code or data address (struct kr_site_key).
+struct CowSiteSample {
+    pid_t pid = 0;
+    std::uint32_t kind = KR_SITE_CODE;  // enum kr_site_kind
+    std::uint64_t address = 0;
+    std::uint64_t samples = 0;
 };
 
 class Observer {
@@ -81,6 +91,11 @@ public:
     std::vector<ChildReading> read_children() const;
     std::optional<ChildReading> read_child(pid_t child) const;
 
+    // Every sampled COW site (empty unless record_cow_sites); each sample stands for
+    // cow_sample_period() faults.
+    std::vector<CowSiteSample> read_cow_sites() const;
+    std::uint32_t cow_sample_period() const { return cow_sample_period_; }
+
     // Whether the exact-COW kprobe is attached.
     bool exact_cow() const { return exact_cow_; }
 
@@ -93,6 +108,7 @@ private:
     observer_bpf* skel_ = nullptr;
     int possible_cpus_ = 0;
     bool exact_cow_ = false;
+    std::uint32_t cow_sample_period_ = 1;
 };
 
 // Registers `manager` and every child it has now (read from `proc`), so that nothing

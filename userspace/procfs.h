@@ -80,6 +80,8 @@ public:
     std::optional<SmapsRollup> smaps_rollup(pid_t pid) const;
     // The current syscall line of /proc/PID/syscall ("running", "-1 ..." or "NR args...").
     std::optional<std::string> syscall(pid_t pid) const;
+    // The text of /proc/PID/maps (see parse_maps in cow_sites.h).
+    std::optional<std::string> maps(pid_t pid) const { return read_file(pid, "maps"); }
     // Processes whose parent is `parent` (scans ROOT/[0-9]*/stat), sorted by pid.
     // Processes that vanish during the scan are skipped; an unreadable root gives {}.
     std::vector<pid_t> children_of(pid_t parent) const;

@@ -67,7 +67,63 @@ std::uint64_t round_up_mib(double bytes) {
     return std::max<std::uint64_t>(1, mib) * kMiB;
 }
 
+// Words wrapped to lines of at most kWidth, each starting with `indent`.
+std::vector<std::string> wrap(const std::string& text, const std::string& indent) {
+    std::vector<std::string> lines;
+    std::string line = indent;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t end = text.find(' ', start);
+        if (end == std::string::npos) {
+            end = text.size();
+        }
+        const std::string word = text.substr(start, end - start);
+        start = end + 1;
+        if (line.size() > indent.size() && line.size() + 1 + word.size() > kWidth) {
+            lines.push_back(line);
+            line = indent;
+        }
+        line += (line.size() > indent.size() ? " " : "") + word;
+    }
+    if (line.size() > indent.size()) {
+        lines.push_back(line);
+    }
+    return lines;
+}
+
+std::string share_list(const std::vector<CowShare>& shares, std::size_t count) {
+    std::string text;
+    for (std::size_t i = 0; i < shares.size() && i < count; ++i) {
+        char percent[16];
+        std::snprintf(percent, sizeof percent, " %.0f%%", shares[i].fraction * 100);
+        text += (i == 0 ? "" : ", ") + shares[i].name + percent;
+    }
+    return text;
+}
+
 }  // namespace
+
+void attribute_children_cow(Diagnosis& diagnosis, const std::vector<CowSiteSample>& sites,
+                            std::uint32_t sample_period, const ProcFs& proc) {
+    std::map<pid_t, std::vector<CowSiteSample>> by_child;
+    for (const auto& site : sites) {
+        by_child[site.pid].push_back(site);
+    }
+    Symbolizer symbolizer;
+    for (auto& child : diagnosis.children) {
+        const auto found = by_child.find(child.pid);
+        if (child.exited || found == by_child.end()) {
+            continue;
+        }
+        const auto maps_text = proc.maps(child.pid);
+        if (!maps_text) {
+            continue;
+        }
+        child.cow_attribution =
+            attribute_cow(found->second, parse_maps(*maps_text), child.comm, sample_period,
+                          symbolizer, proc.root() / std::to_string(child.pid) / "root");
+    }
+}
 
 std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children) {
     std::uint64_t highest_normal = 0;
@@ -161,6 +217,28 @@ std::string render_table(const Diagnosis& d) {
     for (const auto& c : d.children) {
         out << clip("  " + std::to_string(c.pid) + ": " + c.classification.reason) << '\n';
     }
+    for (const auto& c : d.children) {
+        const Verdict verdict = c.classification.verdict;
+        if (!c.cow_attribution || (verdict != Verdict::cow && verdict != Verdict::mixed)) {
+            continue;
+        }
+        const CowAttribution& cow = *c.cow_attribution;
+        out << '\n';
+        for (const auto& text_line : wrap("COW lands in: " + share_list(cow.regions, 3),
+                                          "  " + std::to_string(c.pid) + " ")) {
+            out << clip(text_line) << '\n';
+        }
+        if (!cow.sites.empty()) {
+            for (const auto& text_line : wrap("written by: " + share_list(cow.sites, 3), "    ")) {
+                out << clip(text_line) << '\n';
+            }
+        }
+        for (const auto& text_line :
+             wrap("advice (" + runtime_name(cow.runtime) + "): " + runtime_advice(cow.runtime),
+                  "    ")) {
+            out << text_line << '\n';
+        }
+    }
     out << '\n';
     const std::size_t born = static_cast<std::size_t>(std::count_if(
         d.children.begin(), d.children.end(), [](const auto& c) { return c.born_in_window; }));
@@ -235,6 +313,21 @@ nlohmann::json to_json(const Diagnosis& d) {
             {"seconds_to_plateau", c.seconds_to_plateau ? json(*c.seconds_to_plateau) : json()},
             {"seconds_to_limit", c.seconds_to_limit ? json(*c.seconds_to_limit) : json()},
         };
+        if (c.cow_attribution) {
+            auto shares = [](const std::vector<CowShare>& list) {
+                json array = json::array();
+                for (const auto& share : list) {
+                    array.push_back({{"name", share.name},
+                                     {"bytes", share.bytes},
+                                     {"fraction", share.fraction}});
+                }
+                return array;
+            };
+            child["cow_regions"] = shares(c.cow_attribution->regions);
+            child["cow_sites"] = shares(c.cow_attribution->sites);
+            child["runtime"] = runtime_name(c.cow_attribution->runtime);
+            child["advice"] = runtime_advice(c.cow_attribution->runtime);
+        }
         children.push_back(std::move(child));
     }
     return {

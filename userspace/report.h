@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "classifier.h"
+#include "cow_sites.h"
 #include "procfs.h"
 #include "watcher.h"
 
@@ -34,8 +35,9 @@ struct ChildDiagnosis {
     std::uint64_t growth_bytes = 0;  // fresh anon gained during the window (>= 0)
     // COW plateau: private + the dirty memory still shared; the most COW alone can reach.
     std::uint64_t plateau_bytes = 0;
-    std::optional<double> seconds_to_plateau;  // at the observed COW rate
-    std::optional<double> seconds_to_limit;    // at the observed growth rate (leak, mixed)
+    std::optional<double> seconds_to_plateau;       // at the observed COW rate
+    std::optional<double> seconds_to_limit;         // at the observed growth rate (leak, mixed)
+    std::optional<CowAttribution> cow_attribution;  // where COW lands (alive children)
 };
 
 struct ManagerSummary {
@@ -65,6 +67,11 @@ Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
 // The recommended reap limit on private memory: above the COW plateau of every child that
 // does not leak (so only leaking children are recycled), rounded up to a MiB.
 std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children);
+
+// Adds each live child's COW attribution from the sampled sites (reads /proc/PID/maps
+// and the ELF files the faulting code is in).
+void attribute_children_cow(Diagnosis& diagnosis, const std::vector<CowSiteSample>& sites,
+                            std::uint32_t sample_period, const ProcFs& proc);
 
 std::string render_table(const Diagnosis& diagnosis);
 nlohmann::json to_json(const Diagnosis& diagnosis);

@@ -71,6 +71,22 @@ struct kr_faults {
 	__u64 zero_page_copies;     /* copies of the shared zero page (wp_page_copy probe, optional) */
 };
 
+/* Where COW-class faults land, sampled (diagnose only). */
+enum kr_site_kind {
+	KR_SITE_CODE = 0, /* address = the faulting instruction (user mode faults only) */
+	KR_SITE_DATA = 1, /* address = the faulting data address, rounded down to KR_SITE_DATA_SHIFT */
+};
+
+#define KR_SITE_DATA_SHIFT 16 /* data addresses are bucketed by 64 KiB */
+#define KR_MAX_SITES 32768
+
+/* Key of the LRU `cow_sites` map; the value is a __u64 count of sampled faults. */
+struct kr_site_key {
+	__u32 tgid;    /* the child */
+	__u32 kind;    /* enum kr_site_kind */
+	__u64 address; /* see enum kr_site_kind */
+};
+
 /* Page-fault error-code bits on x86 (arch/x86/include/asm/trap_pf.h). */
 #define KR_PF_PROT 0x1
 #define KR_PF_WRITE 0x2

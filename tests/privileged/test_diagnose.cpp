@@ -79,5 +79,40 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     }
 }
 
+TEST(Diagnose, AttributesCowToTheInheritedRegionAndTheWritingCode) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer({.exact_cow = probe_features().exact_cow(), .record_cow_sites = true}, log);
+    FixtureProcess fixture({"--preload", "64M", "--child", "cow:48M", "--child", "leak:16M"});
+    fixture.wait_ready();
+    const ProcFs proc;
+    Watcher watcher(observer, proc, fixture.manager());
+    fixture.go_and_wait_done(2);
+    watcher.poll();
+    ManagerSummary manager;
+    manager.pid = fixture.manager();
+    Diagnosis diagnosis = diagnose_children(watcher.children(), manager, {});
+    attribute_children_cow(diagnosis, observer.read_cow_sites(), observer.cow_sample_period(),
+                           proc);
+    for (const auto& child : diagnosis.children) {
+        if (child.pid != fixture.child("cow")) {
+            continue;
+        }
+        ASSERT_TRUE(child.cow_attribution.has_value());
+        const CowAttribution& cow = *child.cow_attribution;
+        ASSERT_FALSE(cow.regions.empty());
+        EXPECT_EQ(cow.regions.front().name, "anonymous") << "the preload is an anonymous mapping";
+        EXPECT_GT(cow.regions.front().fraction, 0.9);
+        // 48 MiB sampled one in eight: the estimate lands near the truth.
+        EXPECT_NEAR(static_cast<double>(cow.regions.front().bytes), 48.0 * (1 << 20),
+                    0.15 * 48.0 * (1 << 20));
+        ASSERT_FALSE(cow.sites.empty());
+        EXPECT_NE(cow.sites.front().name.find("(kr-fixture)"), std::string::npos)
+            << cow.sites.front().name;
+        EXPECT_NE(cow.sites.front().name.find("kidreaper::"), std::string::npos)
+            << "symbolized: " << cow.sites.front().name;
+    }
+}
+
 }  // namespace
 }  // namespace kidreaper
