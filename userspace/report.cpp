@@ -94,6 +94,9 @@ std::vector<std::string> wrap(const std::string& text, const std::string& indent
 std::string share_list(const std::vector<CowShare>& shares, std::size_t count) {
     std::string text;
     for (std::size_t i = 0; i < shares.size() && i < count; ++i) {
+        if (i > 0 && shares[i].fraction < 0.01) {
+            break;  // crumbs
+        }
         char percent[16];
         std::snprintf(percent, sizeof percent, " %.0f%%", shares[i].fraction * 100);
         text += (i == 0 ? "" : ", ") + shares[i].name + percent;
