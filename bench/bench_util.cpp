@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -151,6 +152,24 @@ std::optional<std::string> LineReader::next(int timeout_ms) {
     }
 }
 
+// Closes inherited BPF object fds (links, programs, maps) so that a forked helper does
+// not keep the harness's programs attached after the harness released them.
+static void close_bpf_fds() {
+    std::vector<int> fds;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+        char target[64] = {};
+        const std::string path = entry.path().string();
+        if (readlink(path.c_str(), target, sizeof target - 1) > 0 &&
+            std::strncmp(target, "anon_inode:bpf", 14) == 0) {
+            fds.push_back(std::stoi(entry.path().filename().string()));
+        }
+    }
+    for (int fd : fds) {
+        close(fd);
+    }
+}
+
 pid_t fork_process(const std::function<int()>& body) {
     const pid_t parent = getpid();
     const pid_t pid = fork();
@@ -162,6 +181,7 @@ pid_t fork_process(const std::function<int()>& body) {
         if (getppid() != parent) {
             _exit(1);  // the harness died between fork and prctl
         }
+        close_bpf_fds();
         int status = 1;
         try {
             status = body();

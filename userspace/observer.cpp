@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "error.h"
 #include "observer.skel.h"
@@ -44,6 +46,7 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
         throw Error(libbpf_error("cannot open the BPF object", -errno));
     }
     exact_cow_ = options.exact_cow;
+    batch_lookups_ = options.batch_lookups;
     bpf_program__set_autoload(skel_->progs.on_wp_page_copy, exact_cow_);
     const std::uint32_t period = options.cow_sample_period;
     if (period == 0 || (period & (period - 1)) != 0) {
@@ -152,15 +155,9 @@ void Observer::forget_child(pid_t child) {
     bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0);
 }
 
-std::optional<ChildReading> Observer::read_child(pid_t child) const {
-    const auto key = static_cast<__u32>(child);
-    kr_child entry{};
-    if (bpf_map__lookup_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry), 0) !=
-        0) {
-        return std::nullopt;
-    }
+ChildReading Observer::to_reading(pid_t pid, const kr_child& entry) {
     ChildReading reading;
-    reading.pid = child;
+    reading.pid = pid;
     reading.manager = static_cast<pid_t>(entry.manager_tgid);
     reading.flags = entry.flags;
     reading.fork_ns = entry.fork_ns;
@@ -170,6 +167,17 @@ std::optional<ChildReading> Observer::read_child(pid_t child) const {
         reading.mem_bytes[kind] = entry.mem_bytes[kind];
     }
     reading.anon_start_bytes = entry.anon_start_bytes;
+    return reading;
+}
+
+std::optional<ChildReading> Observer::read_child(pid_t child) const {
+    const auto key = static_cast<__u32>(child);
+    kr_child entry{};
+    if (bpf_map__lookup_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry), 0) !=
+        0) {
+        return std::nullopt;
+    }
+    ChildReading reading = to_reading(child, entry);
     std::vector<kr_faults> per_cpu(possible_cpus_);
     if (bpf_map__lookup_elem(skel_->maps.faults, &key, sizeof(key), per_cpu.data(),
                              per_cpu.size() * sizeof(kr_faults), 0) == 0) {
@@ -180,7 +188,48 @@ std::optional<ChildReading> Observer::read_child(pid_t child) const {
     return reading;
 }
 
+namespace {
+
+// Reads a whole hash map with BPF_MAP_LOOKUP_BATCH (Linux 5.6+). False when the kernel
+// cannot (the caller falls back to one lookup per key).
+bool lookup_all_batched(int map_fd, std::size_t value_size, std::vector<__u32>& keys,
+                        std::vector<unsigned char>& values) {
+    constexpr __u32 kChunk = 512;
+    alignas(8) unsigned char in_token[8] = {};
+    alignas(8) unsigned char out_token[8] = {};
+    bool first = true;
+    keys.clear();
+    values.clear();
+    while (true) {
+        const std::size_t have = keys.size();
+        keys.resize(have + kChunk);
+        values.resize((have + kChunk) * value_size);
+        __u32 count = kChunk;
+        const int err =
+            bpf_map_lookup_batch(map_fd, first ? nullptr : in_token, out_token, keys.data() + have,
+                                 values.data() + have * value_size, &count, nullptr);
+        keys.resize(have + count);
+        values.resize((have + count) * value_size);
+        if (err == -ENOENT) {
+            return true;  // the end of the map
+        }
+        if (err != 0) {
+            return false;
+        }
+        std::memcpy(in_token, out_token, sizeof(in_token));
+        first = false;
+    }
+}
+
+}  // namespace
+
 std::vector<ChildReading> Observer::read_children() const {
+    if (batch_lookups_) {
+        if (auto readings = read_children_batched()) {
+            return *readings;
+        }
+        batch_lookups_ = false;  // this kernel cannot: one lookup per key from now on
+    }
     std::vector<ChildReading> readings;
     __u32 key = 0;
     __u32 next = 0;
@@ -191,6 +240,44 @@ std::vector<ChildReading> Observer::read_children() const {
         }
         key = next;
         previous = &key;
+    }
+    return readings;
+}
+
+std::optional<std::vector<ChildReading>> Observer::read_children_batched() const {
+    std::vector<__u32> child_keys;
+    std::vector<unsigned char> child_values;
+    if (!lookup_all_batched(bpf_map__fd(skel_->maps.children), sizeof(kr_child), child_keys,
+                            child_values)) {
+        return std::nullopt;
+    }
+    std::vector<__u32> fault_keys;
+    std::vector<unsigned char> fault_values;
+    const std::size_t per_child = sizeof(kr_faults) * static_cast<std::size_t>(possible_cpus_);
+    if (!lookup_all_batched(bpf_map__fd(skel_->maps.faults), per_child, fault_keys, fault_values)) {
+        return std::nullopt;
+    }
+    std::unordered_map<__u32, FaultCounts> faults;
+    faults.reserve(fault_keys.size());
+    for (std::size_t i = 0; i < fault_keys.size(); ++i) {
+        FaultCounts& sum = faults[fault_keys[i]];
+        for (int cpu = 0; cpu < possible_cpus_; ++cpu) {
+            kr_faults one{};
+            std::memcpy(&one, fault_values.data() + i * per_child + cpu * sizeof(kr_faults),
+                        sizeof(one));
+            sum += one;
+        }
+    }
+    std::vector<ChildReading> readings;
+    readings.reserve(child_keys.size());
+    for (std::size_t i = 0; i < child_keys.size(); ++i) {
+        kr_child entry{};
+        std::memcpy(&entry, child_values.data() + i * sizeof(kr_child), sizeof(entry));
+        ChildReading reading = to_reading(static_cast<pid_t>(child_keys[i]), entry);
+        if (auto found = faults.find(child_keys[i]); found != faults.end()) {
+            reading.faults = found->second;
+        }
+        readings.push_back(reading);
     }
     return readings;
 }

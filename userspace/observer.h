@@ -60,6 +60,7 @@ struct ObserverOptions {
     bool exact_cow = false;         // load and attach the wp_page_copy kprobe (see KernelFeatures)
     bool record_cow_sites = false;  // sample where COW-class faults land (diagnose)
     std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
+    bool batch_lookups = true;  // read maps with BPF_MAP_LOOKUP_BATCH where the kernel can
 };
 
 // Sampled faults of one child at one code or data address (struct kr_site_key).
@@ -104,11 +105,14 @@ public:
 
 private:
     void attach(const Logger& log);
+    std::optional<std::vector<ChildReading>> read_children_batched() const;
+    static ChildReading to_reading(pid_t pid, const kr_child& entry);
 
     observer_bpf* skel_ = nullptr;
     int possible_cpus_ = 0;
     bool exact_cow_ = false;
     std::uint32_t cow_sample_period_ = 1;
+    mutable bool batch_lookups_ = true;  // cleared when the kernel has no batch map ops
 };
 
 // Registers `manager` and every child it has now (read from `proc`), so that nothing

@@ -82,6 +82,10 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
 
 void Watcher::poll() {
     const double now = elapsed_seconds();
+    // The exit hook marks exits; /proc is checked only every few polls, for what no hook
+    // sees (a child that exited between the /proc scan and its registration).
+    constexpr std::size_t kSweepEvery = 16;
+    const bool sweep = polls_++ % kSweepEvery == 0;
     for (const ChildReading& reading : observer_.read_children()) {
         if (reading.manager != manager_) {
             continue;
@@ -91,7 +95,7 @@ void Watcher::poll() {
             continue;  // a reused pid the fork hook re-added is a new child: see below
         }
         ChildRecord& record = record_for(reading, now);
-        if (reading.exited() || !still_our_child(record)) {
+        if (reading.exited() || (sweep && !still_our_child(record))) {
             record.exited = true;
             observer_.forget_child(reading.pid);
         }

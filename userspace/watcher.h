@@ -71,6 +71,7 @@ private:
     std::uint64_t manager_start_ticks_ = 0;
     std::uint64_t started_ns_ = 0;
     std::size_t max_samples_ = 0;
+    std::size_t polls_ = 0;
     std::map<pid_t, ChildRecord> children_;
 };
 

@@ -146,6 +146,39 @@ TEST(Observer, IgnoresProcessesOfOtherManagers) {
     EXPECT_EQ(tracked, std::set<pid_t>{watched.child("idle")});
 }
 
+TEST(Observer, BatchedAndPerKeyReadsAgree) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer batched({.batch_lookups = true}, log);
+    Observer per_key({.batch_lookups = false}, log);
+    FixtureProcess fixture({"--preload", "8M", "--child", "cow:4M", "--child", "leak:4M", "--child",
+                            "idle", "--child", "late:leak:2M"});
+    fixture.wait_ready();
+    track_manager(batched, ProcFs(), fixture.manager());
+    track_manager(per_key, ProcFs(), fixture.manager());
+    fixture.go_and_wait_done(4);
+    auto by_pid = [](const std::vector<ChildReading>& readings) {
+        std::map<pid_t, ChildReading> map;
+        for (const auto& reading : readings) {
+            map[reading.pid] = reading;
+        }
+        return map;
+    };
+    const auto a = by_pid(batched.read_children());
+    const auto b = by_pid(per_key.read_children());
+    ASSERT_EQ(a.size(), 4u);
+    ASSERT_EQ(b.size(), 4u);
+    for (const auto& [pid, reading] : a) {
+        ASSERT_TRUE(b.count(pid)) << pid;
+        const ChildReading& other = b.at(pid);
+        EXPECT_EQ(reading.manager, other.manager);
+        EXPECT_EQ(reading.faults.write_present(), other.faults.write_present()) << pid;
+        EXPECT_EQ(reading.faults.write_absent, other.faults.write_absent) << pid;
+        EXPECT_EQ(reading.mem_bytes[KR_MEM_ANON], other.mem_bytes[KR_MEM_ANON]) << pid;
+    }
+    EXPECT_GT(a.at(fixture.child("cow")).faults.write_present(), 900u);
+}
+
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
