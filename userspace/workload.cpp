@@ -100,8 +100,11 @@ void touch_pages(unsigned char* begin, std::uint64_t bytes) {
 
 // The child's life after fork: wait for 'g', run the script, report, wait for 'x'.
 [[noreturn]] void child_main(const ChildScript& script, const Mapping& inherited, int command_fd,
-                             int done_fd, bool start_at_once) {
+                             int done_fd, bool start_at_once, int ignored_signal) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (ignored_signal != 0) {
+        signal(ignored_signal, SIG_IGN);
+    }
     const std::string title = ("kr-" + script.name).substr(0, 15);
     prctl(PR_SET_NAME, title.c_str());
     if (!start_at_once && read_command(command_fd) != 'g') {
@@ -175,7 +178,8 @@ public:
         }
         if (pid == 0) {
             close(fds[1]);
-            child_main(script, preload_, fds[0], done_write_, spec_.start_at_once || script.late);
+            child_main(script, preload_, fds[0], done_write_, spec_.start_at_once || script.late,
+                       spec_.children_ignore);
         }
         close(fds[0]);
         children_.push_back({pid, &script, fds[1]});

@@ -27,6 +27,7 @@ struct WorkloadSpec {
     std::vector<ChildScript> children;
     bool start_at_once = false;  // children start without waiting for "go"
     bool respawn = false;        // a child that exits unasked is replaced by an idle one
+    int children_ignore = 0;     // a signal the children ignore (0: none), for escalation tests
 };
 
 // Parses a child script: "idle", "cow:32M", "leak:16M", "mixed:32M:16M", optionally

@@ -1,12 +1,15 @@
 // `kidreaper reap` end to end on this kernel: the real binary against the fixture, a
 // manager that respawns the children kidreaper recycles.
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -175,6 +178,150 @@ TEST(Reap, ManagerGoneEndsWithAnErrorAndSignalsNobody) {
     ASSERT_EQ(gone.size(), 1u) << result.output;
     EXPECT_EQ(gone[0].at("manager"), manager);
     EXPECT_TRUE(events_of(result.output, "recycle").empty());
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+}
+
+// A temporary file path, removed on destruction.
+class TempPath {
+public:
+    TempPath() {
+        char pattern[] = "/tmp/kr-reap-test-XXXXXX";
+        const int fd = mkstemp(pattern);
+        close(fd);
+        path_ = pattern;
+    }
+    ~TempPath() { unlink(path_.c_str()); }
+    TempPath(const TempPath&) = delete;
+    TempPath& operator=(const TempPath&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+TEST(Reap, EscalatesToTheNextSignalAfterTheGrace) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "16M", "--respawn", "--children-ignore", "TERM", "--child",
+                            "big1=leak:24M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(2);
+    const auto result =
+        run_command(reap_command(fixture.manager(), {"--grace", "600ms", "--escalate"}),
+                    std::chrono::seconds(30));
+    ASSERT_EQ(result.exit_status, 0) << result.output;
+    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(recycles.size(), 1u) << result.output;
+    EXPECT_EQ(recycles[0].at("signal"), "TERM");
+    const auto escalations = events_of(result.output, "escalate");
+    ASSERT_EQ(escalations.size(), 1u) << result.output;
+    EXPECT_EQ(escalations[0].at("pid"), fixture.child("big1"));
+    EXPECT_EQ(escalations[0].at("signal"), "KILL");
+    EXPECT_EQ(escalations[0].at("outcome"), "sent");
+    EXPECT_GE(seconds_of(escalations[0]) - seconds_of(recycles[0]), 0.6);
+    EXPECT_FALSE(alive_child_of(fixture.child("big1"), fixture.manager()));
+}
+
+TEST(Reap, WithoutEscalationAStubbornChildIsReportedAndLeftAlone) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "16M", "--respawn", "--children-ignore", "TERM", "--child",
+                            "big1=leak:24M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(2);
+    auto argv = reap_command(fixture.manager(), {"--grace", "500ms"});
+    argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    const auto result = run_command(argv, std::chrono::seconds(3));
+    const auto expired = events_of(result.output, "grace-expired");
+    ASSERT_EQ(expired.size(), 1u) << result.output;
+    EXPECT_EQ(expired[0].at("pid"), fixture.child("big1"));
+    EXPECT_TRUE(events_of(result.output, "escalate").empty());
+    EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
+}
+
+TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
+    KR_REQUIRE_BPF();
+    {
+        FixtureProcess fixture(
+            {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
+        fixture.wait_ready();
+        fixture.go_and_wait_done(2);
+        const auto result = run_command(reap_command(fixture.manager(), {"--pre-hook", "exit 3"}),
+                                        std::chrono::seconds(30));
+        ASSERT_EQ(result.exit_status, 0) << result.output;
+        EXPECT_TRUE(events_of(result.output, "recycle").empty()) << result.output;
+        const auto skips = events_of(result.output, "skip");
+        ASSERT_EQ(skips.size(), 1u) << result.output;
+        EXPECT_NE(skips[0].at("reason").get<std::string>().find("pre-hook"), std::string::npos);
+        EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
+    }
+    FixtureProcess fixture(
+        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(2);
+    const TempPath record;
+    const std::string append = " >> " + record.path();
+    const auto result = run_command(
+        reap_command(
+            fixture.manager(),
+            {"--pre-hook",
+             "echo $KIDREAPER_EVENT $KIDREAPER_PID $KIDREAPER_SIGNAL $KIDREAPER_METRIC" + append,
+             "--post-hook", "echo $KIDREAPER_EVENT $KIDREAPER_PID" + append}),
+        std::chrono::seconds(30));
+    ASSERT_EQ(result.exit_status, 0) << result.output;
+    ASSERT_EQ(events_of(result.output, "recycle").size(), 1u) << result.output;
+    const std::string big1 = std::to_string(fixture.child("big1"));
+    EXPECT_EQ(read_text(record.path()), "pre " + big1 + " TERM private\npost " + big1 + "\n");
+}
+
+TEST(Reap, FollowsARestartedManagerThroughItsPidfile) {
+    KR_REQUIRE_BPF();
+    FixtureProcess old_manager({"--preload", "8M", "--child", "small=idle"});
+    FixtureProcess new_manager(
+        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
+    old_manager.wait_ready();
+    new_manager.wait_ready();
+    new_manager.go_and_wait_done(2);
+    const TempPath pidfile;
+    std::ofstream(pidfile.path()) << old_manager.manager() << "\n";
+    // The "restart": the pidfile is rewritten, then the old manager dies.
+    const pid_t restarter = fork();
+    if (restarter == 0) {
+        usleep(1'200'000);
+        const std::string next = pidfile.path() + ".new";
+        std::ofstream(next) << new_manager.manager() << "\n";
+        rename(next.c_str(), pidfile.path().c_str());
+        kill(old_manager.manager(), SIGKILL);
+        _exit(0);
+    }
+    auto argv = reap_command(0, {});
+    argv[3] = pidfile.path();
+    argv[2] = "--pidfile";
+    argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    const auto result = run_command(argv, std::chrono::seconds(5));
+    waitpid(restarter, nullptr, 0);
+    const auto restarted = events_of(result.output, "manager-restarted");
+    ASSERT_EQ(restarted.size(), 1u) << result.output;
+    EXPECT_EQ(restarted[0].at("old"), old_manager.manager());
+    EXPECT_EQ(restarted[0].at("manager"), new_manager.manager());
+    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(recycles.size(), 1u) << result.output;
+    EXPECT_EQ(recycles[0].at("pid"), new_manager.child("big1"));
+}
+
+TEST(Reap, RefusesAHostilePidfile) {
+    const TempPath pidfile;
+    std::ofstream(pidfile.path()) << "1\n";
+    auto argv = reap_command(0, {});
+    argv[2] = "--pidfile";
+    argv[3] = pidfile.path();
+    const auto result = run_command(argv, std::chrono::seconds(10));
+    EXPECT_EQ(result.exit_status, 2);
+    EXPECT_TRUE(result.output.empty()) << "no events: " << result.output;
 }
 
 }  // namespace
