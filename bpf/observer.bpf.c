@@ -199,7 +199,7 @@ static __always_inline void count_site(__u32 tgid, __u32 kind, __u64 address)
 }
 
 static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned long address,
-					     struct pt_regs *regs)
+					    struct pt_regs *regs)
 {
 	if (!record_cow_sites || (sequence & cow_sample_mask) != 0)
 		return;
@@ -209,7 +209,7 @@ static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned
 }
 
 static __always_inline void count_fault(unsigned long address, unsigned long error_code,
-					 struct pt_regs *regs, bool user_mode)
+					struct pt_regs *regs, bool user_mode)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
@@ -242,8 +242,7 @@ int BPF_PROG(on_fault_user, unsigned long address, struct pt_regs *regs, unsigne
 }
 
 SEC("raw_tp/page_fault_kernel")
-int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs,
-	     unsigned long error_code)
+int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
 	count_fault(address, error_code, regs, false);
 	return 0;

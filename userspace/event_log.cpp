@@ -43,7 +43,7 @@ std::string EventLog::format_line(const std::string& event, const Fields& fields
         if (needs_quotes(text)) {
             text = nlohmann::json(text).dump();  // quoted and escaped
         }
-        line += " " + key + "=" + text;
+        line.append(" ").append(key).append("=").append(text);
     }
     return line;
 }

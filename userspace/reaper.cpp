@@ -116,6 +116,7 @@ int run_hook(const std::string& command, const std::vector<std::string>& env, mi
         environment.emplace_back(*entry);
     }
     std::vector<char*> envp;
+    envp.reserve(environment.size() + 1);
     for (auto& entry : environment) {
         envp.push_back(entry.data());
     }

@@ -28,9 +28,9 @@ enum kr_mem_kind {
 /* kr_child.flags */
 enum kr_child_flags {
 	KR_CHILD_FROM_USERSPACE = 1, /* registered by the loader (existed at start) */
-	KR_CHILD_FROM_FORK = 2,      /* added by the fork hook in the kernel */
-	KR_CHILD_EXITED = 4,         /* the whole thread group has exited */
-	KR_CHILD_MEM_SEEN = 8,       /* mem_bytes holds at least one reading */
+	KR_CHILD_FROM_FORK = 2,	     /* added by the fork hook in the kernel */
+	KR_CHILD_EXITED = 4,	     /* the whole thread group has exited */
+	KR_CHILD_MEM_SEEN = 8,	     /* mem_bytes holds at least one reading */
 };
 
 /*
@@ -47,13 +47,14 @@ struct kr_manager {
  * loader (an exited child stays until the loader has read it).
  */
 struct kr_child {
-	__u32 manager_tgid;              /* the parent it was forked from */
-	__u32 flags;                     /* enum kr_child_flags */
-	__u64 fork_ns;                   /* fork time (ktime ns); 0 when it existed before tracking */
-	__u64 exit_ns;                   /* exit time (ktime ns); 0 while alive */
-	__u64 mem_update_ns;             /* time of the last mem_bytes update */
-	__u64 mem_bytes[KR_MEM_KINDS];   /* last resident size by enum kr_mem_kind, in bytes */
-	__u64 anon_start_bytes;          /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration) */
+	__u32 manager_tgid;	       /* the parent it was forked from */
+	__u32 flags;		       /* enum kr_child_flags */
+	__u64 fork_ns;		       /* fork time (ktime ns); 0 when it existed before tracking */
+	__u64 exit_ns;		       /* exit time (ktime ns); 0 while alive */
+	__u64 mem_update_ns;	       /* time of the last mem_bytes update */
+	__u64 mem_bytes[KR_MEM_KINDS]; /* last resident size by enum kr_mem_kind, in bytes */
+	__u64 anon_start_bytes; /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration)
+				 */
 };
 
 /*
@@ -63,18 +64,22 @@ struct kr_child {
  * on the hot path.
  */
 struct kr_faults {
-	__u64 write_present_user;   /* user-mode write to a present page (PROT|WRITE): the COW class */
-	__u64 write_present_kernel; /* the same taken in kernel mode on a user address (e.g. read() into it) */
-	__u64 write_absent;         /* write to a page not present: first touch of fresh memory */
-	__u64 other;                /* reads, instruction fetches, anything else */
-	__u64 cow_copies;           /* exact COW copies of an anonymous or file page (wp_page_copy probe, optional) */
-	__u64 zero_page_copies;     /* copies of the shared zero page (wp_page_copy probe, optional) */
+	__u64
+	    write_present_user; /* user-mode write to a present page (PROT|WRITE): the COW class */
+	__u64 write_present_kernel; /* the same taken in kernel mode on a user address (e.g. read()
+				       into it) */
+	__u64 write_absent;	    /* write to a page not present: first touch of fresh memory */
+	__u64 other;		    /* reads, instruction fetches, anything else */
+	__u64 cow_copies; /* exact COW copies of an anonymous or file page (wp_page_copy probe,
+			     optional) */
+	__u64 zero_page_copies; /* copies of the shared zero page (wp_page_copy probe, optional) */
 };
 
 /* Where COW-class faults land, sampled (diagnose only). */
 enum kr_site_kind {
 	KR_SITE_CODE = 0, /* address = the faulting instruction (user mode faults only) */
-	KR_SITE_DATA = 1, /* address = the faulting data address, rounded down to KR_SITE_DATA_SHIFT */
+	KR_SITE_DATA =
+	    1, /* address = the faulting data address, rounded down to KR_SITE_DATA_SHIFT */
 };
 
 #define KR_SITE_DATA_SHIFT 16 /* data addresses are bucketed by 64 KiB */
