@@ -629,28 +629,33 @@ def main():
     Options.warm_up = not args.no_warm_up
     Options.timeout = args.timeout
 
-    atexit.register(stop_all_servers)
+    return run_tests_with_watchdog(Options, stop_all_servers, rest, "servers stopped")
+
+
+def run_tests_with_watchdog(options, cleanup, unittest_args, stopped_what):
+    """Runs unittest with `unittest_args`; SIGTERM and a watchdog of `options.timeout` seconds
+    end the run, and `cleanup` runs in every case. Returns the exit status."""
+    atexit.register(cleanup)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"[e2e] stopped by signal {signum}")  # unittest lets this through
 
     def on_watchdog(_signum, _frame):
-        Options.watchdog_fired = True
-        raise TimeoutError(f"[e2e] watchdog: the run took more than {Options.timeout}s")
+        options.watchdog_fired = True
+        raise TimeoutError(f"[e2e] watchdog: the run took more than {options.timeout}s")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGALRM, on_watchdog)
-    signal.alarm(Options.timeout)
+    signal.alarm(options.timeout)
     try:
-        program = unittest.main(argv=[sys.argv[0], *rest], exit=False, verbosity=2)
+        program = unittest.main(argv=[sys.argv[0], *unittest_args], exit=False, verbosity=2)
     except KeyboardInterrupt as interrupt:
-        print(f"\n{interrupt or '[e2e] interrupted'}; servers stopped", file=sys.stderr)
+        print(f"\n{interrupt or '[e2e] interrupted'}; {stopped_what}", file=sys.stderr)
         return 1
     finally:
         signal.alarm(0)
-        stop_all_servers()
+        cleanup()
     return 0 if program.result.wasSuccessful() else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

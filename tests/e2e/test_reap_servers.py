@@ -33,7 +33,6 @@ seconds, FCGI::ProcManager prints none), so a thread follows the server's log fi
 stamps each line with the wall-clock time it appeared.
 """
 import argparse
-import atexit
 import datetime
 import json
 import os
@@ -272,16 +271,22 @@ def send(server, path, op, ms=None, timeout=30.0):
     return record
 
 
-def send_to(server, pid, path, op, ms=None, attempts=60, timeout=30.0):
-    """Aims a request at child pid (every other child answers 421 at once); the served record."""
+def send_to(server, pid, path, op, ms=None, patience=20.0, timeout=30.0):
+    """Aims a request at child pid (every other child answers 421 at once); the served record.
+    Which idle worker wins a connection is the kernel's choice and can favour one worker for a
+    while, so this retries for `patience` seconds, pausing a little between tries."""
     separator = "&" if "?" in path else "?"
-    record = None
-    for _ in range(attempts):
+    deadline = time.time() + patience
+    attempts = 0
+    while True:
+        attempts += 1
         record = send(server, f"{path}{separator}pid={pid}", op, ms=ms, timeout=timeout)
         if record["status"] != 421:
             return record
-    record["error"] = f"never reached child {pid} in {attempts} attempts"
-    return record
+        if time.time() >= deadline:
+            record["error"] = f"never reached child {pid} in {attempts} attempts ({patience:.0f} s)"
+            return record
+        time.sleep(0.01 * min(attempts, 10))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -788,28 +793,8 @@ def main():
     Options.timeout = args.timeout
     diag.Options.timeout = args.timeout
 
-    atexit.register(stop_everything)
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"[e2e] stopped by signal {signum}")  # unittest lets this through
-
-    def on_watchdog(_signum, _frame):
-        Options.watchdog_fired = True
-        raise TimeoutError(f"[e2e] watchdog: the run took more than {Options.timeout}s")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGALRM, on_watchdog)
-    signal.alarm(Options.timeout)
-    try:
-        program = unittest.main(argv=[sys.argv[0], *rest], exit=False, verbosity=2)
-    except KeyboardInterrupt as interrupt:
-        print(f"\n{interrupt or '[e2e] interrupted'}; servers and kidreaper stopped", file=sys.stderr)
-        return 1
-    finally:
-        signal.alarm(0)
-        stop_everything()
-    return 0 if program.result.wasSuccessful() else 1
-
+    return diag.run_tests_with_watchdog(
+        Options, stop_everything, rest, "servers and kidreaper stopped")
 
 if __name__ == "__main__":
     sys.exit(main())
