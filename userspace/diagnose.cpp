@@ -105,13 +105,6 @@ private:
     bool enabled_;
 };
 
-void require_usable_kernel() {
-    const auto problems = blocking_problems(probe_features());
-    if (!problems.empty()) {
-        throw Error(problems.front());
-    }
-}
-
 }  // namespace
 
 pid_t resolve_manager(const std::optional<pid_t>& pid, const std::optional<std::string>& pidfile) {
@@ -134,21 +127,17 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     if (options.duration < options.interval) {
         throw UsageError("--duration must be at least one --interval");
     }
+    const pid_t given = options.demo ? 0 : resolve_manager(options.pid, options.pidfile);
+    const KernelFeatures features = require_usable_kernel();
     std::optional<DemoServer> demo;
-    pid_t manager = 0;
     if (options.demo) {
-        require_usable_kernel();
         demo.emplace();
-        manager = demo->manager();
-    } else {
-        manager = resolve_manager(options.pid, options.pidfile);
-        require_usable_kernel();
     }
+    const pid_t manager = demo ? demo->manager() : given;
     ProcFs proc;
     if (!proc.stat(manager)) {
         throw Error("no process " + std::to_string(manager));
     }
-    const KernelFeatures features = probe_features();
     Observer observer({.exact_cow = features.exact_cow(), .record_cow_sites = true}, log);
     SignalGate signals;
     Watcher watcher(observer, proc, manager);

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string_view>
 
+#include "error.h"
+
 namespace kidreaper {
 
 namespace {
@@ -137,6 +139,15 @@ std::vector<std::string> blocking_problems(const KernelFeatures& f) {
         problems.emplace_back("no sched_process_fork/exit tracepoints in this kernel's BTF");
     }
     return problems;
+}
+
+KernelFeatures require_usable_kernel(const SystemPaths& paths) {
+    KernelFeatures features = probe_features(paths);
+    const auto problems = blocking_problems(features);
+    if (!problems.empty()) {
+        throw Error(problems.front());
+    }
+    return features;
 }
 
 std::string observer_mode(bool exact_cow) {

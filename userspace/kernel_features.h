@@ -42,6 +42,10 @@ KernelFeatures probe_features(const SystemPaths& paths = {});
 // Empty when usable.
 std::vector<std::string> blocking_problems(const KernelFeatures& features);
 
+// Probes the kernel and returns what it offers; throws Error with the first blocking
+// problem when kidreaper cannot run on it.
+KernelFeatures require_usable_kernel(const SystemPaths& paths = {});
+
 // The observer mode's name, e.g. "raw tracepoints + kprobe wp_page_copy (exact COW copies)".
 std::string observer_mode(bool exact_cow);
 

@@ -497,15 +497,12 @@ int run_reap(const ReapOptions& options, const Logger& log) {
     if (options.pidfile && !options.wait_for_manager) {
         read_pidfile(*options.pidfile);  // a bad pidfile is a usage error, up front
     }
-    const auto problems = blocking_problems(probe_features());
-    if (!problems.empty()) {
-        throw Error(problems.front());
-    }
+    const KernelFeatures features = require_usable_kernel();
     const ProcFs proc;
     if (options.pid && !proc.stat(*options.pid)) {
         throw Error("no process " + std::to_string(*options.pid));
     }
-    Observer observer({.exact_cow = probe_features().exact_cow()}, log);
+    Observer observer({.exact_cow = features.exact_cow()}, log);
     SignalGate gate;
     PidfdSignaller signaller(proc);
     const EventLog events(options.log_format);

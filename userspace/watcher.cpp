@@ -92,7 +92,7 @@ void Watcher::poll() {
         }
         auto known = children_.find(reading.pid);
         if (known != children_.end() && known->second.exited) {
-            continue;  // a reused pid the fork hook re-added is a new child: see below
+            continue;  // reported already; a pid reused within the window is not followed
         }
         ChildRecord& record = record_for(reading, now);
         if (reading.exited() || (sweep && !still_our_child(record))) {
