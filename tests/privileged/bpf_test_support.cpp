@@ -1,5 +1,6 @@
 #include "bpf_test_support.h"
 
+#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,6 +30,34 @@ std::string bpf_unavailable_reason() {
 bool running_in_ci() {
     const char* ci = std::getenv("CI");
     return ci != nullptr && std::string(ci) == "true";
+}
+
+int count_loaded_programs() {
+    int count = 0;
+    __u32 id = 0;
+    while (bpf_prog_get_next_id(id, &id) == 0) {
+        const int fd = bpf_prog_get_fd_by_id(id);
+        if (fd < 0) {
+            continue;
+        }
+        bpf_prog_info info{};
+        __u32 length = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 &&
+            std::string(info.name) == "on_fault_user") {
+            ++count;
+        }
+        close(fd);
+    }
+    return count;
+}
+
+int wait_for_loaded_programs(int expected) {
+    int count = count_loaded_programs();
+    for (int attempt = 0; attempt < 50 && count != expected; ++attempt) {
+        usleep(100'000);
+        count = count_loaded_programs();
+    }
+    return count;
 }
 
 std::string sibling_path(const std::string& name) {

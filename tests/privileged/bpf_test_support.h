@@ -30,6 +30,12 @@ std::string bpf_unavailable_reason();
 
 bool running_in_ci();
 
+// How many of kidreaper's programs are loaded in the kernel (by the name of the fault hook).
+int count_loaded_programs();
+// Waits (up to 5 s: programs are freed after an RCU grace period) until the count is
+// `expected`; returns the last count.
+int wait_for_loaded_programs(int expected);
+
 // A path next to the running test binary (the fixture is built beside it).
 std::string sibling_path(const std::string& name);
 

@@ -182,25 +182,7 @@ TEST(Observer, BatchedAndPerKeyReadsAgree) {
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
-    auto count_our_programs = [] {
-        int count = 0;
-        __u32 id = 0;
-        while (bpf_prog_get_next_id(id, &id) == 0) {
-            int fd = bpf_prog_get_fd_by_id(id);
-            if (fd < 0) {
-                continue;
-            }
-            bpf_prog_info info{};
-            __u32 length = sizeof(info);
-            if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 &&
-                std::string(info.name) == "on_fault_user") {
-                ++count;
-            }
-            close(fd);
-        }
-        return count;
-    };
-    const int before = count_our_programs();
+    const int before = testing::count_loaded_programs();
     {
         Observer first = make_observer(log);
         Observer second = make_observer(log);
@@ -210,14 +192,9 @@ TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
         fixture.go_and_wait_done(1);
         EXPECT_EQ(first.read_children().size(), 1u);
         EXPECT_TRUE(second.read_children().empty()) << "instances must not share maps";
-        EXPECT_EQ(count_our_programs(), before + 2);
+        EXPECT_EQ(testing::count_loaded_programs(), before + 2);
     }
-    // The kernel frees programs after an RCU grace period: allow it a moment.
-    int after = count_our_programs();
-    for (int attempt = 0; attempt < 50 && after != before; ++attempt) {
-        usleep(100'000);
-        after = count_our_programs();
-    }
+    const int after = testing::wait_for_loaded_programs(before);
     EXPECT_EQ(after, before) << "programs left loaded after the observers were destroyed";
 }
 

@@ -313,6 +313,36 @@ TEST(Reap, FollowsARestartedManagerThroughItsPidfile) {
     EXPECT_EQ(recycles[0].at("pid"), new_manager.child("big1"));
 }
 
+TEST(Reap, StopsCleanlyOnSigintAndLeavesNoProgramBehind) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "4M", "--child", "small=idle"});
+    fixture.wait_ready();
+    auto argv = reap_command(fixture.manager(), {});
+    argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    const int programs_before = testing::count_loaded_programs();
+    const pid_t parent = getpid();
+    const pid_t interrupter = fork();
+    if (interrupter == 0) {
+        usleep(1'500'000);
+        // The newest kidreaper child of the test process is the one run_command started.
+        for (pid_t pid : ProcFs().children_of(parent)) {
+            const auto stat = ProcFs().stat(pid);
+            if (stat && stat->comm == "kidreaper") {
+                kill(pid, SIGINT);
+            }
+        }
+        _exit(0);
+    }
+    const auto result = run_command(argv, std::chrono::seconds(20));
+    waitpid(interrupter, nullptr, 0);
+    EXPECT_EQ(result.exit_status, 0) << result.output;
+    const auto stops = events_of(result.output, "stop");
+    ASSERT_EQ(stops.size(), 1u) << result.output;
+    EXPECT_EQ(stops[0].at("reason"), "signal INT");
+    EXPECT_EQ(testing::wait_for_loaded_programs(programs_before), programs_before);
+    EXPECT_TRUE(alive_child_of(fixture.child("small"), fixture.manager()));
+}
+
 TEST(Reap, RefusesAHostilePidfile) {
     const TempPath pidfile;
     std::ofstream(pidfile.path()) << "1\n";
