@@ -1,6 +1,6 @@
 // The classifier: a pure function from one child's samples to a verdict.
 //
-// Rules (documented in docs/classifier.md):
+// Rules (documented in docs/diagnose.md):
 //  - unknown: the child was watched for less than `min_window_seconds` or fewer than
 //    `min_samples` samples.
 //  - Fresh growth is *sustained* growth of resident anonymous memory: the lowest value

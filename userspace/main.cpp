@@ -225,6 +225,11 @@ int run(int argc, char** argv) {
                    "With --pidfile, keep waiting when the manager is gone");
     reap->add_option("--log-format", reap_args.log_format, "text (default) or json");
 
+    // -v is accepted after the subcommand too.
+    for (auto* subcommand : {check, diagnose, reap}) {
+        subcommand->fallthrough();
+    }
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

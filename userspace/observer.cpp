@@ -41,7 +41,10 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     if (possible_cpus_ <= 0) {
         throw Error(libbpf_error("cannot count possible CPUs", possible_cpus_));
     }
-    skel_ = observer_bpf__open();
+    // CO-RE against vmlinux's BTF only: libbpf would otherwise also list module BTF,
+    // which needs CAP_SYS_ADMIN on top of CAP_BPF and CAP_PERFMON.
+    LIBBPF_OPTS(bpf_object_open_opts, open_options, .btf_custom_path = "/sys/kernel/btf/vmlinux");
+    skel_ = observer_bpf__open_opts(&open_options);
     if (skel_ == nullptr) {
         throw Error(libbpf_error("cannot open the BPF object", -errno));
     }

@@ -163,7 +163,9 @@ public:
           policy_(options.policy) {}
 
     int run() {
-        if (!attach_manager()) {
+        if (const auto manager = current_manager()) {
+            attach(*manager);
+        } else if (!options_.wait_for_manager) {
             throw Error("no manager process to watch (is the server running?)");
         }
         events_.emit("start", {{"manager", manager_},
@@ -183,7 +185,7 @@ public:
                 return 1;
             }
             if (!watcher_) {
-                continue;  // waiting for the manager to come back
+                continue;  // waiting for the manager (to come back)
             }
             const PolicyActions actions = tick();
             ++ticks;
@@ -205,57 +207,57 @@ private:
                duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     }
 
-    bool attach_manager() {
+    // The manager --pid or the pidfile names now, when it is a live process. A missing or
+    // unreadable pidfile names nobody (a stopping server removes it).
+    std::optional<pid_t> current_manager() const {
         std::optional<pid_t> manager = options_.pid;
         if (!manager && options_.pidfile) {
             try {
                 manager = read_pidfile(*options_.pidfile);
             } catch (const UsageError&) {
-                if (!options_.wait_for_manager) {
-                    throw;
-                }
-                return false;
+                return std::nullopt;
             }
         }
-        if (!manager || !proc_.stat(*manager)) {
-            return false;
+        if (!manager) {
+            return std::nullopt;
         }
-        watcher_.reset();
-        manager_ = *manager;
-        watch_start_ = Clock::now();
-        watcher_ = std::make_unique<Watcher>(observer_, proc_, manager_, kSamplesKept);
-        return true;
+        const auto stat = proc_.stat(*manager);
+        if (!stat || stat->state == 'Z') {
+            return std::nullopt;
+        }
+        return manager;
     }
 
-    // Follows a restarted manager through the pidfile; false when kidreaper should exit.
-    bool follow_manager() {
-        if (watcher_ && watcher_->manager_alive()) {
-            if (!options_.pidfile) {
-                return true;
-            }
-            std::optional<pid_t> listed;
-            try {
-                listed = read_pidfile(*options_.pidfile);
-            } catch (const UsageError&) {
-                return true;  // being rewritten: keep the live one
-            }
-            if (*listed == manager_ || !proc_.stat(*listed)) {
-                return true;
-            }
-            const pid_t old = manager_;
-            if (attach_manager()) {
-                events_.emit("manager-restarted", {{"old", old}, {"manager", manager_}});
-            }
-            return true;
-        }
-        const pid_t old = manager_;
+    void attach(pid_t manager) {
         watcher_.reset();
-        if (options_.pidfile && attach_manager() && manager_ != old) {
-            events_.emit("manager-restarted", {{"old", old}, {"manager", manager_}});
-            waiting_reported_ = false;
+        manager_ = manager;
+        watch_start_ = Clock::now();
+        watcher_ = std::make_unique<Watcher>(observer_, proc_, manager_, kSamplesKept);
+        waiting_reported_ = false;
+    }
+
+    // Follows a manager restarted under its pidfile; false when kidreaper should exit.
+    bool follow_manager() {
+        const pid_t old = manager_;
+        if (watcher_ && watcher_->manager_alive()) {
+            if (options_.pidfile) {
+                if (const auto listed = current_manager(); listed && *listed != old) {
+                    attach(*listed);
+                    events_.emit("manager-restarted", {{"old", old}, {"manager", manager_}});
+                }
+            }
             return true;
         }
-        if (options_.wait_for_manager && options_.pidfile) {
+        watcher_.reset();
+        if (options_.pidfile) {
+            if (const auto listed = current_manager(); listed && *listed != old) {
+                attach(*listed);
+                events_.emit(old != 0 ? "manager-restarted" : "manager-found",
+                             {{"old", old}, {"manager", manager_}});
+                return true;
+            }
+        }
+        if (options_.wait_for_manager) {
             if (!waiting_reported_) {
                 events_.emit("manager-gone", {{"manager", old}, {"action", "waiting"}});
                 waiting_reported_ = true;
@@ -366,7 +368,8 @@ private:
         while (true) {
             const auto line = proc_.syscall(pid);
             if (!line) {
-                return "gone";
+                // Exited, or /proc/PID/syscall is not readable (no CAP_SYS_PTRACE): say so.
+                return proc_.stat(pid) ? "unreadable" : "gone";
             }
             if (is_idle_syscall(*line, options_.server.idle_syscalls)) {
                 return "idle";
@@ -410,6 +413,16 @@ private:
         const std::string idle = wait_until_idle(action.pid);
         if (idle.empty()) {
             return;  // stopping
+        }
+        if (idle == "gone") {
+            skip(action, "exited while waiting for it to be idle");
+            return;
+        }
+        if (idle == "unreadable") {
+            events_.emit("busy", {{"pid", action.pid},
+                                  {"detail",
+                                   "cannot read /proc/PID/syscall (CAP_SYS_PTRACE?); "
+                                   "signalling without waiting for idle"}});
         }
         if (idle == "timeout") {
             events_.emit("busy",
@@ -493,6 +506,9 @@ int run_reap(const ReapOptions& options, const Logger& log) {
     }
     if (!options.pid && !options.pidfile) {
         throw UsageError("which server? give --pid PID or --pidfile FILE");
+    }
+    if (options.wait_for_manager && !options.pidfile) {
+        throw UsageError("--wait-for-manager needs --pidfile (a new manager has a new pid)");
     }
     if (options.pidfile && !options.wait_for_manager) {
         read_pidfile(*options.pidfile);  // a bad pidfile is a usage error, up front

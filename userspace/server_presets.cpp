@@ -42,7 +42,7 @@ constexpr NamedSignal kSignals[] = {
 const std::vector<ServerPreset>& server_presets() {
     static const std::vector<ServerPreset> presets = {
         {"fcgi",
-         {SIGHUP, SIGTERM, SIGKILL},
+         {SIGHUP, SIGKILL},  // a child handles TERM exactly like HUP: no use as a next step
          {SYS_accept, SYS_accept4},
          "FCGI::ProcManager: HUP or TERM, exits in pm_post_dispatch after the request"},
         {"httpd-prefork",
@@ -70,9 +70,10 @@ const std::vector<ServerPreset>& server_presets() {
          accept_and_poll(),
          "puma worker: TERM finishes in-flight requests"},
         {"starman",
-         {SIGQUIT, SIGTERM, SIGKILL},
+         {SIGHUP, SIGTERM, SIGKILL},
          accept_and_poll(),
-         "Starman (Net::Server::PreFork) worker: QUIT is graceful"},
+         "Starman (Net::Server::PreFork) worker: HUP is graceful; INT, TERM and QUIT are "
+         "immediate"},
     };
     return presets;
 }

@@ -343,6 +343,59 @@ TEST(Reap, StopsCleanlyOnSigintAndLeavesNoProgramBehind) {
     EXPECT_TRUE(alive_child_of(fixture.child("small"), fixture.manager()));
 }
 
+TEST(Reap, AManagerThatRemovesItsPidfileIsGone) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture({"--preload", "4M", "--child", "small=idle"});
+    fixture.wait_ready();
+    const TempPath pidfile;
+    std::ofstream(pidfile.path()) << fixture.manager() << "\n";
+    const pid_t manager = fixture.manager();
+    const pid_t stopper = fork();
+    if (stopper == 0) {
+        usleep(1'200'000);
+        unlink(pidfile.path().c_str());  // as FCGI::ProcManager does when it stops
+        kill(manager, SIGKILL);
+        _exit(0);
+    }
+    auto argv = reap_command(0, {});
+    argv[2] = "--pidfile";
+    argv[3] = pidfile.path();
+    argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    const auto result = run_command(argv, std::chrono::seconds(20));
+    waitpid(stopper, nullptr, 0);
+    EXPECT_EQ(result.exit_status, 1) << result.output;
+    const auto gone = events_of(result.output, "manager-gone");
+    ASSERT_EQ(gone.size(), 1u) << result.output;
+    EXPECT_EQ(gone[0].at("manager"), manager);
+    EXPECT_EQ(gone[0].at("action"), "exit");
+}
+
+TEST(Reap, WaitsForAManagerThatIsNotThereYet) {
+    KR_REQUIRE_BPF();
+    FixtureProcess fixture(
+        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
+    fixture.wait_ready();
+    fixture.go_and_wait_done(2);
+    const TempPath pidfile;
+    unlink(pidfile.path().c_str());
+    const pid_t writer = fork();
+    if (writer == 0) {
+        usleep(1'000'000);
+        std::ofstream(pidfile.path()) << fixture.manager() << "\n";
+        _exit(0);
+    }
+    auto argv = reap_command(0, {"--wait-for-manager"});
+    argv[2] = "--pidfile";
+    argv[3] = pidfile.path();
+    const auto result = run_command(argv, std::chrono::seconds(20));
+    waitpid(writer, nullptr, 0);
+    EXPECT_EQ(result.exit_status, 0) << result.output;
+    ASSERT_EQ(events_of(result.output, "manager-found").size(), 1u) << result.output;
+    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(recycles.size(), 1u) << result.output;
+    EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1"));
+}
+
 TEST(Reap, RefusesAHostilePidfile) {
     const TempPath pidfile;
     std::ofstream(pidfile.path()) << "1\n";

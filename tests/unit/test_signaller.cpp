@@ -113,7 +113,7 @@ TEST(ServerPresets, GracefulSignalsMatchEachServersDocs) {
     EXPECT_EQ(find_server_preset("php-fpm").signals.front(), SIGQUIT);
     EXPECT_EQ(find_server_preset("unicorn").signals.front(), SIGQUIT);
     EXPECT_EQ(find_server_preset("puma").signals.front(), SIGTERM);
-    EXPECT_EQ(find_server_preset("starman").signals.front(), SIGQUIT);
+    EXPECT_EQ(find_server_preset("starman").signals.front(), SIGHUP);
     for (const auto& preset : server_presets()) {
         EXPECT_EQ(preset.signals.back(), SIGKILL) << preset.name << " ends with KILL";
         EXPECT_FALSE(preset.idle_syscalls.empty()) << preset.name;
