@@ -41,6 +41,14 @@ struct {
 	__type(value, struct kr_faults);
 } faults SEC(".maps");
 
+/* See KR_TRACKED_BUCKETS in the ABI header. */
+__u32 tracked_buckets[KR_TRACKED_BUCKETS];
+
+static __always_inline bool maybe_tracked(__u32 tgid)
+{
+	return tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)] != 0;
+}
+
 /* Sampled sites of COW-class faults; filled only when record_cow_sites is set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -137,6 +145,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		record_mem(&entry, mm, kind);
 	entry.anon_start_bytes = entry.mem_bytes[KR_MEM_ANON];
 
+	if (!bpf_map_lookup_elem(&children, &tgid))
+		__sync_fetch_and_add(&tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)], 1);
 	/* A reused pid starts from zero: drop the old per-CPU counters first. */
 	bpf_map_delete_elem(&faults, &tgid);
 	bpf_map_update_elem(&faults, &tgid, &zero_faults, BPF_ANY);
@@ -164,8 +174,15 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 {
 	struct task_struct *owner = NULL;
 	struct kr_child *child;
-	__u32 tgid;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
+	/*
+	 * Only changes made in a tracked child's own context are followed: the counts at fork
+	 * are read by the fork hook, and one made by another process (reclaim) shows at the
+	 * child's next own change of that kind. This keeps untracked processes cheap.
+	 */
+	if (!maybe_tracked(tgid))
+		return 0;
 	if (bpf_core_field_exists(mm->owner)) {
 		owner = BPF_CORE_READ(mm, owner);
 	} else {
@@ -214,6 +231,8 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
 
+	if (!maybe_tracked(tgid))
+		return;
 	counts = bpf_map_lookup_elem(&faults, &tgid);
 	if (!counts)
 		return;

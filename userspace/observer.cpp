@@ -149,13 +149,24 @@ bool Observer::add_child(pid_t child, pid_t manager,
         errno != EEXIST) {
         throw Error(errno_message("cannot track child " + std::to_string(child), errno));
     }
+    __atomic_fetch_add(&tracked_bucket(child), 1U, __ATOMIC_SEQ_CST);
     return true;
 }
 
 void Observer::forget_child(pid_t child) {
     const auto key = static_cast<__u32>(child);
     bpf_map__delete_elem(skel_->maps.faults, &key, sizeof(key), 0);
-    bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0);
+    if (bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0) == 0) {
+        __u32& bucket = tracked_bucket(child);
+        __u32 count = __atomic_load_n(&bucket, __ATOMIC_SEQ_CST);
+        while (count > 0 && !__atomic_compare_exchange_n(&bucket, &count, count - 1, false,
+                                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        }
+    }
+}
+
+__u32& Observer::tracked_bucket(pid_t child) const {
+    return skel_->bss->tracked_buckets[static_cast<__u32>(child) & (KR_TRACKED_BUCKETS - 1)];
 }
 
 ChildReading Observer::to_reading(pid_t pid, const kr_child& entry) {

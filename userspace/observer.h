@@ -97,6 +97,11 @@ public:
     std::vector<CowSiteSample> read_cow_sites() const;
     std::uint32_t cow_sample_period() const { return cow_sample_period_; }
 
+    // How many tracked tgids share `child`'s pre-filter bucket (tests, diagnostics).
+    std::uint32_t tracked_bucket_count(pid_t child) const {
+        return __atomic_load_n(&tracked_bucket(child), __ATOMIC_SEQ_CST);
+    }
+
     // Whether the exact-COW kprobe is attached.
     bool exact_cow() const { return exact_cow_; }
 
@@ -107,6 +112,8 @@ private:
     void attach(const Logger& log);
     std::optional<std::vector<ChildReading>> read_children_batched() const;
     static ChildReading to_reading(pid_t pid, const kr_child& entry);
+    // The child's counter in the BPF program's tracked_buckets (memory-mapped .bss).
+    __u32& tracked_bucket(pid_t child) const;
 
     observer_bpf* skel_ = nullptr;
     int possible_cpus_ = 0;

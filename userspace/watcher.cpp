@@ -82,10 +82,11 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
 
 void Watcher::poll() {
     const double now = elapsed_seconds();
-    // The exit hook marks exits; /proc is checked only every few polls, for what no hook
-    // sees (a child that exited between the /proc scan and its registration).
-    constexpr std::size_t kSweepEvery = 16;
-    const bool sweep = polls_++ % kSweepEvery == 0;
+    // The exit hook marks exits; /proc is checked only once every 16 polls per child, for
+    // what no hook sees (a child that exited between the /proc scan and its registration).
+    // Spread by pid, so each poll checks about a sixteenth of the children.
+    constexpr std::size_t kCheckEvery = 16;
+    const std::size_t poll_number = polls_++;
     for (const ChildReading& reading : observer_.read_children()) {
         if (reading.manager != manager_) {
             continue;
@@ -95,7 +96,9 @@ void Watcher::poll() {
             continue;  // reported already; a pid reused within the window is not followed
         }
         ChildRecord& record = record_for(reading, now);
-        if (reading.exited() || (sweep && !still_our_child(record))) {
+        const bool check_proc =
+            (static_cast<std::size_t>(reading.pid) + poll_number) % kCheckEvery == 0;
+        if (reading.exited() || (check_proc && !still_our_child(record))) {
             record.exited = true;
             observer_.forget_child(reading.pid);
         }

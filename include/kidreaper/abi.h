@@ -16,6 +16,15 @@
 #define KR_MAX_MANAGERS 64
 #define KR_MAX_CHILDREN 16384
 
+/*
+ * The hot-path pre-filter: the global array tracked_buckets[KR_TRACKED_BUCKETS] (in the
+ * program's .bss) counts the tracked tgids that hash to each bucket (tgid & mask). A
+ * fault of a process whose bucket is zero costs one array load, no hash lookup. The fork
+ * hook and the loader increment a bucket when they add a child, the loader decrements it
+ * when it forgets one; a stale non-zero bucket only costs a lookup.
+ */
+#define KR_TRACKED_BUCKETS 16384
+
 /* Indexes of kr_child.mem_bytes, in the kernel's own order (MM_FILEPAGES...). */
 enum kr_mem_kind {
 	KR_MEM_FILE = 0,  /* file-backed resident pages */

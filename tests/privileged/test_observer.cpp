@@ -179,6 +179,28 @@ TEST(Observer, BatchedAndPerKeyReadsAgree) {
     EXPECT_GT(a.at(fixture.child("cow")).faults.write_present(), 900u);
 }
 
+TEST(Observer, PrefilterBucketsFollowTrackedChildren) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess fixture({"--preload", "4M", "--child", "idle", "--child", "cow:1M", "--child",
+                            "late:leak:1M"});
+    fixture.wait_ready();
+    track_manager(observer, ProcFs(), fixture.manager());
+    fixture.go_and_wait_done(3);
+    ASSERT_EQ(fixture.children().size(), 3u);
+    for (const auto& [name, pid] : fixture.children()) {
+        EXPECT_EQ(observer.tracked_bucket_count(pid), 1u)
+            << name << ": registered or forked children count once";
+    }
+    EXPECT_EQ(observer.tracked_bucket_count(fixture.manager()), 0u);
+    for (const auto& [name, pid] : fixture.children()) {
+        observer.forget_child(pid);
+        observer.forget_child(pid);  // twice: the second finds nothing to release
+        EXPECT_EQ(observer.tracked_bucket_count(pid), 0u) << name;
+    }
+}
+
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
