@@ -200,8 +200,8 @@ void ReapPolicy::signalled(const RecycleAction& action, TimePoint now, std::size
     in_flight_[action.pid] = recycle;
 }
 
-void ReapPolicy::refused(pid_t pid, TimePoint now) {
-    refused_until_[pid] = now + config_.retry_after;
+void ReapPolicy::refused(pid_t pid, TimePoint now, std::optional<Duration> hold) {
+    refused_until_[pid] = now + hold.value_or(config_.retry_after);
 }
 
 }  // namespace kidreaper

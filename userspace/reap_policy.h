@@ -103,8 +103,9 @@ public:
     PolicyActions tick(TimePoint now, const std::vector<ChildView>& alive);
     // The Reaper sent (or, in a dry run, would have sent) the recycle signal.
     void signalled(const RecycleAction& action, TimePoint now, std::size_t alive_count);
-    // The Reaper did not signal a proposed child (reason logged by the Reaper).
-    void refused(pid_t pid, TimePoint now);
+    // The Reaper did not signal a proposed child (reason logged by the Reaper): it is not
+    // proposed again for `retry_after` (or `hold`, when given).
+    void refused(pid_t pid, TimePoint now, std::optional<Duration> hold = std::nullopt);
     // The limit for one child after jitter.
     std::uint64_t limit_for(pid_t pid, std::uint64_t start_ticks) const;
     std::size_t in_flight() const { return in_flight_.size(); }

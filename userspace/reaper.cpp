@@ -353,9 +353,12 @@ private:
         events_.emit("post-hook", {{"pid", pid}, {"status", status}});
     }
 
-    void skip(const RecycleAction& action, const std::string& reason) {
+    // Logs why a proposed child was not signalled; the policy leaves it alone for a while
+    // (its retry time, or `hold`).
+    void skip(const RecycleAction& action, const std::string& reason,
+              std::optional<Duration> hold = std::nullopt) {
         events_.emit("skip", {{"pid", action.pid}, {"reason", reason}});
-        policy_.refused(action.pid, Clock::now());
+        policy_.refused(action.pid, Clock::now(), hold);
     }
 
     // Waits until the child is idle (or the idle timeout); returns "idle", "timeout",
@@ -391,9 +394,12 @@ private:
         }
         const std::uint64_t measured = truth_metric(*truth, options_.metric);
         if (measured <= action.limit_bytes) {
-            skip(action, "ground truth " + format_size(measured) + " is under the limit " +
-                             format_size(action.limit_bytes) + " (estimate was " +
-                             format_size(action.metric_bytes) + ")");
+            // The estimate is re-anchored on this reading: look again next interval.
+            skip(action,
+                 "ground truth " + format_size(measured) + " is under the limit " +
+                     format_size(action.limit_bytes) + " (estimate was " +
+                     format_size(action.metric_bytes) + ")",
+                 options_.interval);
             return;
         }
         const auto found = watcher_->children().find(action.pid);

@@ -826,3 +826,25 @@ TEST(ReapPolicyConcurrency, OneReplacementDoesNotReleaseTwoRecycles) {
 
 }  // namespace
 }  // namespace kidreaper
+
+namespace kidreaper {
+namespace {
+
+TEST(ReapPolicyRefusal, AShortHoldProposesTheChildAgainSoon) {
+    ReapConfig config;
+    config.limit_bytes = 100;
+    config.stagger = std::chrono::seconds(0);
+    ReapPolicy policy(config);
+    const TimePoint start{};
+    const std::vector<ChildView> alive = {{41, 7, 500, Verdict::leak, start}};
+    ASSERT_EQ(policy.tick(start, alive).recycle.size(), 1u);
+    policy.refused(41, start, std::chrono::seconds(1));
+    EXPECT_TRUE(policy.tick(start + std::chrono::milliseconds(999), alive).recycle.empty());
+    EXPECT_EQ(policy.tick(start + std::chrono::seconds(1), alive).recycle.size(), 1u);
+    policy.refused(41, start + std::chrono::seconds(1));  // the default: retry_after (30 s)
+    EXPECT_TRUE(policy.tick(start + std::chrono::seconds(30), alive).recycle.empty());
+    EXPECT_EQ(policy.tick(start + std::chrono::seconds(31), alive).recycle.size(), 1u);
+}
+
+}  // namespace
+}  // namespace kidreaper
