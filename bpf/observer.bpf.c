@@ -60,6 +60,8 @@ struct {
 /* Set by the loader before load; the verifier prunes what they switch off. */
 const volatile bool record_cow_sites = false;
 const volatile __u32 cow_sample_mask = 7; /* record one COW-class fault in (mask + 1) per CPU */
+/* Read one rss_stat event in (mask + 1): 0 where events are batched already (before 6.2). */
+const volatile __u32 rss_sample_mask = 0;
 
 /* Linux 5.5-6.1 kept the mm counters in an array of atomics (struct mm_rss_stat). */
 struct mm_rss_stat___v5 {
@@ -117,7 +119,6 @@ static __always_inline void record_mem(struct kr_child *child, struct mm_struct 
 	pages = mm_counter_pages(mm, kind);
 	kind &= KR_MEM_KINDS - 1; /* keeps the verifier sure of the bound */
 	child->mem_bytes[kind] = pages > 0 ? (__u64)pages << PAGE_SHIFT_4K : 0;
-	child->mem_update_ns = bpf_ktime_get_ns();
 	child->flags |= KR_CHILD_MEM_SEEN;
 }
 
@@ -172,9 +173,9 @@ int BPF_PROG(on_exit, struct task_struct *task)
 SEC("raw_tp/rss_stat")
 int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 {
-	struct task_struct *owner = NULL;
-	struct kr_child *child;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *current;
+	struct kr_child *child;
 
 	/*
 	 * Only changes made in a tracked child's own context are followed: the counts at fork
@@ -183,21 +184,17 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	 */
 	if (!maybe_tracked(tgid))
 		return 0;
-	if (bpf_core_field_exists(mm->owner)) {
-		owner = BPF_CORE_READ(mm, owner);
-	} else {
-		struct task_struct *current = (void *)bpf_get_current_task();
-		if (BPF_CORE_READ(current, mm) == mm)
-			owner = current;
-	}
-	if (!owner)
+	/* The value read is absolute: reading one event in (mask + 1) only delays it. */
+	if (rss_sample_mask && (bpf_get_prandom_u32() & rss_sample_mask))
 		return 0;
-	tgid = BPF_CORE_READ(owner, tgid);
-	child = bpf_map_lookup_elem(&children, &tgid);
-	if (!child)
+	current = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(current, mm) != mm) /* not the child's own mm */
 		return 0;
 	/* Keep what the child had: ignore the teardown of an exiting mm. */
-	if (BPF_CORE_READ(owner, flags) & PF_EXITING_FLAG)
+	if (BPF_CORE_READ(current, flags) & PF_EXITING_FLAG)
+		return 0;
+	child = bpf_map_lookup_elem(&children, &tgid);
+	if (!child)
 		return 0;
 	record_mem(child, mm, member);
 	return 0;

@@ -5,14 +5,13 @@
 #include "kidreaper/abi.h"
 
 static_assert(sizeof(kr_manager) == 8);
-static_assert(sizeof(kr_child) == 72);
+static_assert(sizeof(kr_child) == 64);
 static_assert(offsetof(kr_child, manager_tgid) == 0);
 static_assert(offsetof(kr_child, flags) == 4);
 static_assert(offsetof(kr_child, fork_ns) == 8);
 static_assert(offsetof(kr_child, exit_ns) == 16);
-static_assert(offsetof(kr_child, mem_update_ns) == 24);
-static_assert(offsetof(kr_child, mem_bytes) == 32);
-static_assert(offsetof(kr_child, anon_start_bytes) == 64);
+static_assert(offsetof(kr_child, mem_bytes) == 24);
+static_assert(offsetof(kr_child, anon_start_bytes) == 56);
 static_assert(sizeof(kr_faults) == 48);
 static_assert(offsetof(kr_faults, write_present_user) == 0);
 static_assert(offsetof(kr_faults, cow_copies) == 32);

@@ -39,7 +39,6 @@ struct ChildReading {
     std::uint32_t flags = 0;  // enum kr_child_flags
     std::uint64_t fork_ns = 0;
     std::uint64_t exit_ns = 0;
-    std::uint64_t mem_update_ns = 0;
     std::array<std::uint64_t, KR_MEM_KINDS> mem_bytes{};  // by enum kr_mem_kind
     std::uint64_t anon_start_bytes = 0;                   // anon when tracking began
     FaultCounts faults;

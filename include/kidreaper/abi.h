@@ -60,7 +60,6 @@ struct kr_child {
 	__u32 flags;		       /* enum kr_child_flags */
 	__u64 fork_ns;		       /* fork time (ktime ns); 0 when it existed before tracking */
 	__u64 exit_ns;		       /* exit time (ktime ns); 0 while alive */
-	__u64 mem_update_ns;	       /* time of the last mem_bytes update */
 	__u64 mem_bytes[KR_MEM_KINDS]; /* last resident size by enum kr_mem_kind, in bytes */
 	__u64 anon_start_bytes; /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration)
 				 */
