@@ -64,10 +64,22 @@ double min_of(const std::vector<double>& values) {
     return values.empty() ? 0 : *std::min_element(values.begin(), values.end());
 }
 
+double mean(const std::vector<double>& values) {
+    double sum = 0;
+    for (double value : values) {
+        sum += value;
+    }
+    return values.empty() ? 0 : sum / static_cast<double>(values.size());
+}
+
 Json summary(const std::vector<double>& values) {
-    return Json{{"median", median(values)},   {"p10", percentile(values, 0.10)},
-                {"p90", percentile(values, 0.90)}, {"min", min_of(values)},
-                {"max", max_of(values)},       {"n", values.size()}};
+    return Json{{"median", median(values)},
+                {"mean", mean(values)},
+                {"p10", percentile(values, 0.10)},
+                {"p90", percentile(values, 0.90)},
+                {"min", min_of(values)},
+                {"max", max_of(values)},
+                {"n", values.size()}};
 }
 
 Pipe::Pipe() {
@@ -274,7 +286,8 @@ int online_cpus() {
 }
 
 unsigned char* map_anonymous(std::uint64_t bytes) {
-    void* address = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* address =
+        mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (address == MAP_FAILED) {
         throw std::runtime_error(std::string("mmap: ") + std::strerror(errno));
     }
@@ -314,7 +327,8 @@ IdleManager::IdleManager(std::size_t children, std::uint64_t preload_bytes) {
         }
         std::string line = "ready";
         for (pid_t kid : kids) {
-            line += " " + std::to_string(kid);
+            line += ' ';
+            line += std::to_string(kid);
         }
         write_all(replies_.write_fd, line + "\n");
         char byte = 0;

@@ -20,16 +20,21 @@ using Json = nlohmann::ordered_json;
 constexpr std::uint64_t kPage = 4096;
 
 std::uint64_t clock_ns(clockid_t clock);
-inline std::uint64_t mono_ns() { return clock_ns(CLOCK_MONOTONIC); }
-inline std::uint64_t thread_cpu_ns() { return clock_ns(CLOCK_THREAD_CPUTIME_ID); }
+inline std::uint64_t mono_ns() {
+    return clock_ns(CLOCK_MONOTONIC);
+}
+inline std::uint64_t thread_cpu_ns() {
+    return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
 void sleep_ns(std::uint64_t ns);
 
 // Statistics over a copy (the input is not reordered). Empty input gives 0.
 double median(std::vector<double> values);
 double percentile(std::vector<double> values, double fraction);  // nearest-rank, 0..1
 double max_of(const std::vector<double>& values);
+double mean(const std::vector<double>& values);
 double min_of(const std::vector<double>& values);
-// {"median":..,"p10":..,"p90":..,"min":..,"max":..,"n":..}
+// {"median":..,"mean":..,"p10":..,"p90":..,"min":..,"max":..,"n":..}
 Json summary(const std::vector<double>& values);
 
 // A pipe whose ends are closed on destruction. Both ends are O_CLOEXEC.

@@ -10,9 +10,11 @@
 // is ns per fault as the child saw it. Conditions alternate within each round (the order
 // rotates), with several storms per condition per round.
 #include <bpf/bpf.h>
+#include <linux/perf_event.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "bench_util.h"
@@ -45,10 +48,10 @@ struct StormResult {
     std::uint64_t fresh_cpu_ns = 0;
     std::uint64_t fresh_wall_ns = 0;
     std::uint64_t fresh_faults = 0;
+    double cow_chunk_ns = 0;  // median over chunks of the chunk's ns per page
+    double fresh_chunk_ns = 0;
     double cow_ns_per_fault() const { return per_fault(cow_cpu_ns, cow_faults, cow_pages); }
-    double fresh_ns_per_fault() const {
-        return per_fault(fresh_cpu_ns, fresh_faults, fresh_pages);
-    }
+    double fresh_ns_per_fault() const { return per_fault(fresh_cpu_ns, fresh_faults, fresh_pages); }
     double cow_wall_per_fault() const { return per_fault(cow_wall_ns, cow_faults, cow_pages); }
     double fresh_wall_per_fault() const {
         return per_fault(fresh_wall_ns, fresh_faults, fresh_pages);
@@ -63,6 +66,28 @@ std::uint64_t minor_faults() {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     return static_cast<std::uint64_t>(usage.ru_minflt);
+}
+
+constexpr std::uint64_t kChunkPages = 64;
+
+// One plain store per page, timed in chunks of kChunkPages pages with the monotonic clock
+// (vDSO): the median chunk's ns per page ignores chunks in which the child was preempted
+// or interrupted, which the whole-loop figure cannot.
+double store_timed(unsigned char* begin, std::uint64_t bytes, unsigned char value) {
+    std::vector<double> chunk_ns;
+    chunk_ns.reserve(bytes / kPage / kChunkPages + 1);
+    volatile unsigned char* page = begin;
+    const std::uint64_t pages = bytes / kPage;
+    for (std::uint64_t first = 0; first < pages; first += kChunkPages) {
+        const std::uint64_t last = std::min(pages, first + kChunkPages);
+        const std::uint64_t t0 = mono_ns();
+        for (std::uint64_t i = first; i < last; ++i) {
+            page[i * kPage] = value;
+        }
+        const std::uint64_t t1 = mono_ns();
+        chunk_ns.push_back(static_cast<double>(t1 - t0) / static_cast<double>(last - first));
+    }
+    return median(std::move(chunk_ns));
 }
 
 // The storm itself, in the forked child.
@@ -80,7 +105,7 @@ std::string storm_child(unsigned char* inherited, std::uint64_t inherited_bytes,
     std::uint64_t faults0 = minor_faults();
     std::uint64_t cpu0 = thread_cpu_ns();
     std::uint64_t wall0 = mono_ns();
-    store_per_page(inherited, inherited_bytes, 0x33);
+    result.cow_chunk_ns = store_timed(inherited, inherited_bytes, 0x33);
     std::uint64_t wall1 = mono_ns();
     std::uint64_t cpu1 = thread_cpu_ns();
     std::uint64_t faults1 = minor_faults();
@@ -91,7 +116,7 @@ std::string storm_child(unsigned char* inherited, std::uint64_t inherited_bytes,
     faults0 = minor_faults();
     cpu0 = thread_cpu_ns();
     wall0 = mono_ns();
-    store_per_page(fresh, fresh_bytes, 0x44);
+    result.fresh_chunk_ns = store_timed(fresh, fresh_bytes, 0x44);
     wall1 = mono_ns();
     cpu1 = thread_cpu_ns();
     faults1 = minor_faults();
@@ -102,8 +127,8 @@ std::string storm_child(unsigned char* inherited, std::uint64_t inherited_bytes,
     std::ostringstream line;
     line << "result " << result.pid << ' ' << result.cow_pages << ' ' << result.cow_cpu_ns << ' '
          << result.cow_wall_ns << ' ' << result.cow_faults << ' ' << result.fresh_pages << ' '
-         << result.fresh_cpu_ns << ' ' << result.fresh_wall_ns << ' ' << result.fresh_faults
-         << '\n';
+         << result.fresh_cpu_ns << ' ' << result.fresh_wall_ns << ' ' << result.fresh_faults << ' '
+         << result.cow_chunk_ns << ' ' << result.fresh_chunk_ns << '\n';
     return line.str();
 }
 
@@ -171,7 +196,8 @@ public:
             std::string tag;
             fields >> tag >> result.pid >> result.cow_pages >> result.cow_cpu_ns >>
                 result.cow_wall_ns >> result.cow_faults >> result.fresh_pages >>
-                result.fresh_cpu_ns >> result.fresh_wall_ns >> result.fresh_faults;
+                result.fresh_cpu_ns >> result.fresh_wall_ns >> result.fresh_faults >>
+                result.cow_chunk_ns >> result.fresh_chunk_ns;
             have_result = tag == "result" && !fields.fail();
         }
         if (!have_result) {
@@ -324,18 +350,226 @@ int fault_programs() {
     return count;
 }
 
-const std::vector<std::string> kConditions = {"none", "kidreaper", "bpftrace", "untracked"};
+// The conditions, in their base order (rotated each round).
+//  none       nothing attached
+//  kidreaper  kidreaper's observer attached, tracking the storm manager (its children)
+//  bpftrace   bpftrace tracking the storm manager's children, counting faults by class
+//  untracked  kidreaper's observer attached, tracking another manager: the storm child
+//             is a process kidreaper does not track
+//  empty      empty raw_tp programs on kidreaper's three hot tracepoints (page_fault_user,
+//             page_fault_kernel, rss_stat): the floor of any raw_tp design
+//  perf-count a per-task software page-fault counter (perf_event_open, inherit) on the
+//             storm manager: its children count their faults without any tracepoint
+//  perf-other the same counter on another manager: the cost to an untracked process
+const std::vector<std::string> kConditions = {"none",  "kidreaper",  "bpftrace",  "untracked",
+                                              "empty", "perf-count", "perf-other"};
+
+// What a condition itself attaches: raw_tp links on page_fault_user, and programs whose
+// name mentions faults (kidreaper: on_fault_user/kernel; bpftrace: page_fault_user/kern).
+struct Hooks {
+    int links = 0;
+    int programs = 0;
+    bool operator==(const Hooks&) const = default;
+};
+
+Hooks hooks_now() {
+    return {raw_fault_links(), fault_programs()};
+}
+
+Hooks expected_hooks(const std::string& condition) {
+    if (condition == "kidreaper" || condition == "untracked") {
+        return {1, 2};
+    }
+    if (condition == "bpftrace") {
+        return {0, 2};
+    }
+    if (condition == "empty") {
+        return {1, 0};
+    }
+    return {0, 0};
+}
+
+// Waits up to `timeout_ms` for fault observers that are not ours (another kidreaper or
+// bpftrace on this machine) to go away. True when only ours are attached.
+bool wait_for_hooks(const Hooks& expected, int timeout_ms) {
+    const std::uint64_t deadline = mono_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+    while (hooks_now() != expected) {
+        if (mono_ns() >= deadline) {
+            return false;
+        }
+        sleep_ns(500'000'000);
+    }
+    return true;
+}
+
+std::set<std::uint32_t> prog_ids() {
+    std::set<std::uint32_t> ids;
+    for (const auto& [id, stat] : prog_stats()) {
+        ids.insert(id);
+    }
+    return ids;
+}
+
+// System-wide CPU time from /proc/stat, in clock ticks.
+struct CpuTimes {
+    std::uint64_t busy = 0;
+    std::uint64_t steal = 0;
+};
+
+CpuTimes cpu_times() {
+    std::istringstream line(read_text("/proc/stat"));
+    std::string label;
+    std::uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                  steal = 0;
+    line >> label >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+    return {user + nice + system + irq + softirq, steal};
+}
+
+double ticks_per_second() {
+    return static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Waits (at most `timeout_ms`) until the machine is idle apart from us: less than
+// `threshold` of a CPU busy over 100 ms. Returns the busy fraction last seen.
+double wait_for_idle_machine(int timeout_ms, double threshold) {
+    const std::uint64_t deadline = mono_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+    double busy = 0;
+    while (true) {
+        const CpuTimes before = cpu_times();
+        sleep_ns(100'000'000);
+        const CpuTimes after = cpu_times();
+        busy = static_cast<double>(after.busy - before.busy) / ticks_per_second() / 0.1;
+        if (busy < threshold || mono_ns() >= deadline) {
+            return busy;
+        }
+    }
+}
+
+// Empty raw_tp programs (r0 = 0; exit) attached to the given tracepoints.
+class EmptyRawTp {
+public:
+    // {tracepoint, program name}: names tell the programs apart in the BPF stats.
+    explicit EmptyRawTp(const std::vector<std::pair<const char*, const char*>>& hooks) {
+        bpf_insn program[2] = {};
+        program[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+        program[1].code = BPF_JMP | BPF_EXIT;
+        for (const auto& [tracepoint, name] : hooks) {
+            const int prog =
+                bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT, name, "GPL", program, 2, nullptr);
+            if (prog < 0) {
+                throw std::runtime_error("cannot load an empty raw_tp program");
+            }
+            const int link = bpf_raw_tracepoint_open(tracepoint, prog);
+            if (link < 0) {
+                close(prog);
+                throw std::runtime_error(std::string("cannot attach to raw_tp ") + tracepoint);
+            }
+            fds_.push_back(prog);
+            fds_.push_back(link);
+        }
+    }
+    ~EmptyRawTp() {
+        for (int fd : fds_) {
+            close(fd);
+        }
+    }
+    EmptyRawTp(const EmptyRawTp&) = delete;
+    EmptyRawTp& operator=(const EmptyRawTp&) = delete;
+
+private:
+    std::vector<int> fds_;
+};
+
+// A software page-fault counter on one process and the children it forks from now on
+// (inherit): no tracepoint, no BPF; the kernel counts in perf_sw_event().
+class PerfFaultCounter {
+public:
+    explicit PerfFaultCounter(pid_t pid) {
+        perf_event_attr attr{};
+        attr.size = sizeof attr;
+        attr.type = PERF_TYPE_SOFTWARE;
+        attr.config = PERF_COUNT_SW_PAGE_FAULTS;
+        attr.inherit = 1;
+        fd_ = static_cast<int>(
+            syscall(SYS_perf_event_open, &attr, pid, -1, -1, PERF_FLAG_FD_CLOEXEC));
+        if (fd_ < 0) {
+            throw std::runtime_error(std::string("perf_event_open: ") + std::strerror(errno));
+        }
+    }
+    ~PerfFaultCounter() { close(fd_); }
+    PerfFaultCounter(const PerfFaultCounter&) = delete;
+    PerfFaultCounter& operator=(const PerfFaultCounter&) = delete;
+    // The process's faults plus those of its exited children.
+    std::uint64_t count() const {
+        std::uint64_t value = 0;
+        return read(fd_, &value, sizeof value) == sizeof value ? value : 0;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// Whatever one condition attaches, for as long as it lives.
+struct Attached {
+    std::unique_ptr<kidreaper::Observer> observer;
+    std::unique_ptr<Bpftrace> tracer;
+    std::unique_ptr<EmptyRawTp> empty;
+    std::unique_ptr<PerfFaultCounter> perf;
+};
+
+Attached attach(const std::string& condition, const std::string& bpftrace, pid_t storm_manager,
+                pid_t other_manager, const kidreaper::ProcFs& proc, const kidreaper::Logger& log) {
+    Attached attached;
+    if (condition == "kidreaper" || condition == "untracked") {
+        attached.observer =
+            std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{}, log);
+        kidreaper::track_manager(*attached.observer, proc,
+                                 condition == "kidreaper" ? storm_manager : other_manager);
+    } else if (condition == "bpftrace") {
+        attached.tracer = std::make_unique<Bpftrace>(
+            bpftrace, bpftrace_script(storm_manager, proc.children_of(storm_manager)));
+    } else if (condition == "empty") {
+        attached.empty = std::make_unique<EmptyRawTp>(
+            std::vector<std::pair<const char*, const char*>>{{"page_fault_user", "kr_empty_pfu"},
+                                                             {"page_fault_kernel", "kr_empty_pfk"},
+                                                             {"rss_stat", "kr_empty_rss"}});
+    } else if (condition == "perf-count" || condition == "perf-other") {
+        attached.perf = std::make_unique<PerfFaultCounter>(
+            condition == "perf-count" ? storm_manager : other_manager);
+    }
+    return attached;
+}
+
+struct Series {
+    std::vector<double> cow, fresh;          // median chunk, ns per fault (monotonic)
+    std::vector<double> cow_cpu, fresh_cpu;  // whole loop, thread CPU ns per fault
+    std::vector<std::vector<double>> round_cow, round_fresh;  // clean samples per round
+};
 
 }  // namespace
 
 int run_faults(const Args& args) {
     const std::uint64_t cow_bytes = static_cast<std::uint64_t>(args.get_long("--cow-mib", 256))
                                     << 20;
-    const std::uint64_t fresh_bytes =
-        static_cast<std::uint64_t>(args.get_long("--fresh-mib", 256)) << 20;
+    const std::uint64_t fresh_bytes = static_cast<std::uint64_t>(args.get_long("--fresh-mib", 256))
+                                      << 20;
     const int rounds = static_cast<int>(args.get_long("--rounds", 9));
     const int storms = static_cast<int>(args.get_long("--storms", 3));
     const std::string bpftrace = args.get_or("--bpftrace", "/usr/bin/bpftrace");
+    // Waiting for other observers to go, or for the machine to calm down, is bounded per
+    // wait and in total (then storms run anyway and are marked).
+    const int hooks_wait_ms = static_cast<int>(args.get_long("--hooks-wait-ms", 5'000));
+    const int idle_wait_ms = static_cast<int>(args.get_long("--idle-wait-ms", 1'000));
+    std::int64_t wait_budget_ns = args.get_long("--wait-budget-s", 120) * 1'000'000'000LL;
+    auto budgeted = [&wait_budget_ns](int ms) {
+        return wait_budget_ns > 0
+                   ? static_cast<int>(std::min<std::int64_t>(ms, wait_budget_ns / 1'000'000))
+                   : 0;
+    };
+    auto spend = [&wait_budget_ns](std::uint64_t since) {
+        wait_budget_ns -= static_cast<std::int64_t>(mono_ns() - since);
+    };
+    const double busy_limit = 0.25;  // others' load above this during a storm: not clean
     const int cpu = online_cpus() - 1;
 
     bool have_bpftrace = access(bpftrace.c_str(), X_OK) == 0;
@@ -353,72 +587,102 @@ int run_faults(const Args& args) {
     StormManager storm_manager(cow_bytes, fresh_bytes, cpu);
     IdleManager other_manager(8, 16ULL << 20);  // tracked in the "untracked" condition
 
-    std::map<std::string, std::vector<double>> cow_ns, fresh_ns, cow_wall, fresh_wall;
-    std::map<std::string, std::vector<std::vector<double>>> round_cow, round_fresh;
-    Json samples = Json::array();
-    Json checks = Json::array();
-    Json anomalies = Json::array();
-
     std::vector<std::string> conditions;
+    const std::string wanted =
+        "," +
+        args.get_or("--conditions",
+                    "none,kidreaper,bpftrace,untracked,empty,perf-count,perf-other") +
+        ",";
     for (const auto& name : kConditions) {
+        if (wanted.find("," + name + ",") == std::string::npos) {
+            continue;
+        }
         if (name != "bpftrace" || have_bpftrace) {
             conditions.push_back(name);
         }
     }
+    if (conditions.empty() || conditions.front() != "none") {
+        throw std::runtime_error("--conditions must include none (the baseline)");
+    }
+    std::map<std::string, Series> series;
+    Json samples = Json::array();
+    Json checks = Json::array();
+    int foreign = 0;
+    int busy_samples = 0;
 
+    const std::string load_before = machine_facts()["loadavg"];
     const std::uint64_t started = mono_ns();
     for (int round = 0; round < rounds; ++round) {
         std::vector<std::string> order = conditions;
         std::rotate(order.begin(), order.begin() + (round % static_cast<int>(order.size())),
                     order.end());
         for (const auto& condition : order) {
-            std::unique_ptr<kidreaper::Observer> observer;
-            std::unique_ptr<Bpftrace> tracer;
-            if (condition == "kidreaper" || condition == "untracked") {
-                observer = std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{}, log);
-                kidreaper::track_manager(*observer, proc,
-                                         condition == "kidreaper" ? storm_manager.pid()
-                                                                  : other_manager.pid());
-            } else if (condition == "bpftrace") {
-                tracer = std::make_unique<Bpftrace>(
-                    bpftrace, bpftrace_script(storm_manager.pid(),
-                                              proc.children_of(storm_manager.pid())));
-            }
-            const int expected_links = observer ? 1 : 0;
-            const int expected_programs = observer ? 2 : (tracer ? 2 : 0);
-            std::vector<double> this_cow, this_fresh;
+            Attached attached =
+                attach(condition, bpftrace, storm_manager.pid(), other_manager.pid(), proc, log);
+            const Hooks expected = expected_hooks(condition);
+            Series& data = series[condition];
+            data.round_cow.emplace_back();
+            data.round_fresh.emplace_back();
             std::vector<pid_t> storm_pids;
+            std::uint64_t waited_from = mono_ns();
+            wait_for_idle_machine(budgeted(idle_wait_ms), 0.10);
+            spend(waited_from);
             for (int s = 0; s < storms; ++s) {
-                const int links = raw_fault_links();
-                const int programs = fault_programs();
+                waited_from = mono_ns();
+                const bool hooks_ok = wait_for_hooks(expected, budgeted(hooks_wait_ms));
+                spend(waited_from);
+                const CpuTimes before = cpu_times();
+                const std::uint64_t perf_before = attached.perf ? attached.perf->count() : 0;
+                const std::uint64_t wall0 = mono_ns();
                 const StormResult result = storm_manager.storm();
+                const double wall = static_cast<double>(mono_ns() - wall0) / 1e9;
+                const CpuTimes after = cpu_times();
+                const bool hooks_after = hooks_now() == expected;
+                const double child_cpu =
+                    static_cast<double>(result.cow_cpu_ns + result.fresh_cpu_ns) / 1e9;
+                const double others = std::max(0.0, static_cast<double>(after.busy - before.busy) /
+                                                            ticks_per_second() -
+                                                        child_cpu) /
+                                      wall;
+                const double steal =
+                    static_cast<double>(after.steal - before.steal) / ticks_per_second() / wall;
+                const bool ours_only = hooks_ok && hooks_after;
+                const bool quiet = others < busy_limit;
                 storm_pids.push_back(result.pid);
-                const double cow = result.cow_ns_per_fault();
-                const double fresh = result.fresh_ns_per_fault();
+                const double cow = result.cow_chunk_ns;
+                const double fresh = result.fresh_chunk_ns;
                 samples.push_back({{"round", round},
                                    {"condition", condition},
                                    {"pid", result.pid},
                                    {"cow_ns", cow},
                                    {"fresh_ns", fresh},
+                                   {"cow_cpu_ns", result.cow_ns_per_fault()},
+                                   {"fresh_cpu_ns", result.fresh_ns_per_fault()},
                                    {"cow_wall_ns", result.cow_wall_per_fault()},
                                    {"fresh_wall_ns", result.fresh_wall_per_fault()},
                                    {"cow_faults", result.cow_faults},
-                                   {"fresh_faults", result.fresh_faults}});
-                if (links != expected_links || programs != expected_programs) {
-                    anomalies.push_back({{"round", round},
-                                         {"condition", condition},
-                                         {"raw_tp_fault_links", links},
-                                         {"fault_programs", programs},
-                                         {"note", "another fault observer was attached"}});
+                                   {"fresh_faults", result.fresh_faults},
+                                   {"others_cpu", others},
+                                   {"steal_cpu", steal},
+                                   {"foreign_observer", !ours_only},
+                                   {"used", ours_only && quiet}});
+                foreign += ours_only ? 0 : 1;
+                busy_samples += quiet ? 0 : 1;
+                if (ours_only && quiet) {
+                    data.cow.push_back(cow);
+                    data.fresh.push_back(fresh);
+                    data.cow_cpu.push_back(result.cow_ns_per_fault());
+                    data.fresh_cpu.push_back(result.fresh_ns_per_fault());
+                    data.round_cow.back().push_back(cow);
+                    data.round_fresh.back().push_back(fresh);
                 }
-                cow_ns[condition].push_back(cow);
-                fresh_ns[condition].push_back(fresh);
-                cow_wall[condition].push_back(result.cow_wall_per_fault());
-                fresh_wall[condition].push_back(result.fresh_wall_per_fault());
-                this_cow.push_back(cow);
-                this_fresh.push_back(fresh);
-                if (observer) {
-                    const auto reading = observer->read_child(result.pid);
+                if (attached.perf && round == 0 && s == 0) {
+                    checks.push_back({{"condition", condition},
+                                      {"pid", result.pid},
+                                      {"faults_counted", attached.perf->count() - perf_before}});
+                }
+                if (attached.observer) {
+                    const auto reading = attached.observer->read_child(result.pid);
                     if (round == 0 && s == 0) {
                         Json check{{"condition", condition},
                                    {"pid", result.pid},
@@ -433,12 +697,12 @@ int run_faults(const Args& args) {
                         checks.push_back(check);
                     }
                     if (reading) {
-                        observer->forget_child(result.pid);
+                        attached.observer->forget_child(result.pid);
                     }
                 }
             }
-            if (tracer) {
-                const std::string output = tracer->stop();
+            if (attached.tracer) {
+                const std::string output = attached.tracer->stop();
                 if (round == 0) {
                     const auto user = parse_bpftrace_map(output, "user");
                     const pid_t first = storm_pids.front();
@@ -458,90 +722,100 @@ int run_faults(const Args& args) {
                     checks.push_back(check);
                 }
             }
-            round_cow[condition].push_back(this_cow);
-            round_fresh[condition].push_back(this_fresh);
         }
         std::cerr << "faults: round " << (round + 1) << "/" << rounds << " done\n";
     }
     const double measure_seconds = static_cast<double>(mono_ns() - started) / 1e9;
+    const std::string load_after = machine_facts()["loadavg"];
 
-    // Per-program BPF run time during one storm per condition (kernel BPF stats on only
-    // for this pass: they add two clock reads per run, so the timed rounds run without).
+    // Per-program BPF run time, from the kernel's BPF stats (on only for this pass: they add
+    // two clock reads per run, so the timed rounds run without). Several passes over the
+    // conditions, alternating like the rounds; each program's figure is the median over passes.
     Json attribution = Json::array();
-    {
-        const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-        if (stats_fd >= 0) {
+    const int passes = static_cast<int>(args.get_long("--attribution-passes", 5));
+    if (const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME); stats_fd >= 0) {
+        // condition -> program name -> ns per run, one value per pass
+        std::map<std::string, std::map<std::string, std::vector<double>>> ns_per_run;
+        std::map<std::string, std::map<std::string, std::uint64_t>> runs_per_storm;
+        std::map<std::string, bool> clean;
+        for (int pass = 0; pass < passes; ++pass) {
             for (const auto& condition : conditions) {
                 if (condition == "none") {
                     continue;
                 }
-                std::unique_ptr<kidreaper::Observer> observer;
-                std::unique_ptr<Bpftrace> tracer;
-                if (condition == "bpftrace") {
-                    tracer = std::make_unique<Bpftrace>(
-                        bpftrace, bpftrace_script(storm_manager.pid(), {}));
-                } else {
-                    observer =
-                        std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{}, log);
-                    kidreaper::track_manager(*observer, proc,
-                                             condition == "kidreaper" ? storm_manager.pid()
-                                                                      : other_manager.pid());
-                }
+                const auto ids_before_setup = prog_ids();
+                Attached attached = attach(condition, bpftrace, storm_manager.pid(),
+                                           other_manager.pid(), proc, log);
+                const bool ours_only = wait_for_hooks(expected_hooks(condition),
+                                                      std::max(budgeted(hooks_wait_ms), 1000));
+                clean.try_emplace(condition, true);
+                clean[condition] = clean[condition] && ours_only;
                 const auto before = prog_stats();
                 const StormResult result = storm_manager.storm();
                 const auto after = prog_stats();
-                if (observer) {
-                    observer->forget_child(result.pid);
+                if (attached.observer) {
+                    attached.observer->forget_child(result.pid);
                 }
-                if (tracer) {
-                    tracer->stop();
+                if (attached.tracer) {
+                    attached.tracer->stop();
                 }
-                Json programs = Json::array();
-                std::uint64_t fault_ns = 0;
                 for (const auto& [id, stat] : after) {
                     const auto old = before.find(id);
-                    if (old == before.end() || stat.run_cnt == old->second.run_cnt) {
-                        continue;
+                    if (old == before.end() || stat.run_cnt == old->second.run_cnt ||
+                        ids_before_setup.count(id) != 0) {
+                        continue;  // not run, or not this condition's (loaded before it)
                     }
                     const std::uint64_t runs = stat.run_cnt - old->second.run_cnt;
                     const std::uint64_t ns = stat.run_ns - old->second.run_ns;
-                    programs.push_back({{"name", stat.name},
-                                        {"runs", runs},
-                                        {"ns_per_run", static_cast<double>(ns) / double(runs)}});
-                    if (stat.name.find("fault") != std::string::npos) {
-                        fault_ns += ns;
-                    }
+                    ns_per_run[condition][stat.name].push_back(static_cast<double>(ns) /
+                                                               static_cast<double>(runs));
+                    runs_per_storm[condition][stat.name] = runs;
                 }
-                const std::uint64_t faults = result.cow_faults + result.fresh_faults;
-                attribution.push_back(
-                    {{"condition", condition},
-                     {"storm_faults", faults},
-                     {"programs", programs},
-                     {"fault_program_ns_per_fault",
-                      faults ? static_cast<double>(fault_ns) / double(faults) : 0.0}});
             }
-            close(stats_fd);
+        }
+        close(stats_fd);
+        for (const auto& condition : conditions) {
+            if (condition == "none") {
+                continue;
+            }
+            Json programs = Json::array();
+            for (const auto& [name, values] : ns_per_run[condition]) {
+                programs.push_back({{"name", name},
+                                    {"runs", runs_per_storm[condition][name]},
+                                    {"ns_per_run", median(values)},
+                                    {"ns_per_run_passes", values}});
+            }
+            attribution.push_back({{"condition", condition},
+                                   {"clean", clean[condition]},
+                                   {"passes", passes},
+                                   {"programs", programs}});
         }
     }
 
     Json results = Json::object();
-    const double base_cow = median(cow_ns["none"]);
-    const double base_fresh = median(fresh_ns["none"]);
+    const Series& base = series["none"];
+    const double base_cow = median(base.cow);
+    const double base_fresh = median(base.fresh);
     for (const auto& condition : conditions) {
+        const Series& data = series[condition];
         // Paired ratios: each round's median against the same round's unobserved median.
         std::vector<double> cow_ratios, fresh_ratios;
-        for (std::size_t r = 0; r < round_cow[condition].size(); ++r) {
-            cow_ratios.push_back(median(round_cow[condition][r]) / median(round_cow["none"][r]));
-            fresh_ratios.push_back(median(round_fresh[condition][r]) /
-                                   median(round_fresh["none"][r]));
+        for (std::size_t r = 0; r < data.round_cow.size() && r < base.round_cow.size(); ++r) {
+            if (data.round_cow[r].empty() || base.round_cow[r].empty()) {
+                continue;
+            }
+            cow_ratios.push_back(median(data.round_cow[r]) / median(base.round_cow[r]));
+            fresh_ratios.push_back(median(data.round_fresh[r]) / median(base.round_fresh[r]));
         }
         results[condition] = {
-            {"cow_ns", summary(cow_ns[condition])},
-            {"fresh_ns", summary(fresh_ns[condition])},
-            {"cow_wall_ns", summary(cow_wall[condition])},
-            {"fresh_wall_ns", summary(fresh_wall[condition])},
-            {"cow_ratio", median(cow_ns[condition]) / base_cow},
-            {"fresh_ratio", median(fresh_ns[condition]) / base_fresh},
+            {"cow_ns", summary(data.cow)},
+            {"fresh_ns", summary(data.fresh)},
+            {"cow_cpu_ns", summary(data.cow_cpu)},
+            {"fresh_cpu_ns", summary(data.fresh_cpu)},
+            {"cow_cpu_ratio", median(data.cow_cpu) / median(base.cow_cpu)},
+            {"fresh_cpu_ratio", median(data.fresh_cpu) / median(base.fresh_cpu)},
+            {"cow_ratio", median(data.cow) / base_cow},
+            {"fresh_ratio", median(data.fresh) / base_fresh},
             {"cow_ratio_paired", summary(cow_ratios)},
             {"fresh_ratio_paired", summary(fresh_ratios)},
         };
@@ -549,12 +823,17 @@ int run_faults(const Args& args) {
 
     emit(args, Json{{"benchmark", "faults"},
                     {"machine", machine_facts()},
+                    {"loadavg_before", load_before},
+                    {"loadavg_after", load_after},
                     {"cow_bytes", cow_bytes},
                     {"fresh_bytes", fresh_bytes},
                     {"rounds", rounds},
                     {"storms_per_round", storms},
                     {"storm_cpu", cpu},
                     {"seconds", measure_seconds},
+                    {"busy_limit", busy_limit},
+                    {"samples_with_foreign_observer", foreign},
+                    {"samples_under_load", busy_samples},
                     {"bpftrace", have_bpftrace ? bpftrace : ""},
                     {"bpftrace_skipped", bpftrace_skip},
                     {"bpftrace_script", bpftrace_script(storm_manager.pid(), {})},
@@ -562,7 +841,6 @@ int run_faults(const Args& args) {
                     {"results", results},
                     {"checks", checks},
                     {"attribution", attribution},
-                    {"anomalies", anomalies},
                     {"samples", samples}});
     return 0;
 }

@@ -86,8 +86,8 @@ Json window(const std::vector<Sample>& samples, double from, double to) {
     const double wall = last->seconds - first->seconds;
     const double cpu = static_cast<double>(last->cpu_ns - first->cpu_ns) / 1e9;
     const double ticks_per_second = static_cast<double>(sysconf(_SC_CLK_TCK));
-    const double cpu_ticks = static_cast<double>(last->cpu_ticks - first->cpu_ticks) /
-                             ticks_per_second;
+    const double cpu_ticks =
+        static_cast<double>(last->cpu_ticks - first->cpu_ticks) / ticks_per_second;
     return Json{{"from_s", first->seconds},
                 {"to_s", last->seconds},
                 {"cpu_percent", 100.0 * cpu / wall},
@@ -113,11 +113,10 @@ int run_footprint(const Args& args) {
               << " s\n";
     Pipe output;
     const std::uint64_t spawned = mono_ns();
-    const pid_t reaper =
-        spawn_program({kidreaper, "reap", "--pid", std::to_string(manager.pid()), "--limit",
-                       "100GiB", "--interval", interval, "--truth-every", truth_every,
-                       "--log-format", "json"},
-                      output.write_fd, true);
+    const pid_t reaper = spawn_program(
+        {kidreaper, "reap", "--pid", std::to_string(manager.pid()), "--limit", "100GiB",
+         "--interval", interval, "--truth-every", truth_every, "--log-format", "json"},
+        output.write_fd, true);
     output.close_write();
     LineReader log(output.read_fd);
     std::string log_text;
@@ -184,22 +183,22 @@ int run_footprint(const Args& args) {
     for (const auto& s : samples) {
         series.push_back({s.seconds, s.cpu_ns, s.rss_kib});
     }
-    emit(args, Json{{"benchmark", "footprint"},
-                    {"machine", machine_facts()},
-                    {"children", children},
-                    {"preload_bytes", preload},
-                    {"interval", interval},
-                    {"truth_every", truth_every},
-                    {"warmup_s", warmup},
-                    {"seconds", seconds},
-                    {"startup_wall_s", startup_wall},
-                    {"startup_cpu_s", at_start ? static_cast<double>(at_start->cpu_ns) / 1e9 : 0},
-                    {"startup_rss_mib",
-                     at_start ? static_cast<double>(at_start->rss_kib) / 1024.0 : 0},
-                    {"hwm_mib", hwm_mib},
-                    {"windows", windows},
-                    {"series_seconds_cpu_ns_rss_kib", series},
-                    {"log", log_text}});
+    emit(args,
+         Json{{"benchmark", "footprint"},
+              {"machine", machine_facts()},
+              {"children", children},
+              {"preload_bytes", preload},
+              {"interval", interval},
+              {"truth_every", truth_every},
+              {"warmup_s", warmup},
+              {"seconds", seconds},
+              {"startup_wall_s", startup_wall},
+              {"startup_cpu_s", at_start ? static_cast<double>(at_start->cpu_ns) / 1e9 : 0},
+              {"startup_rss_mib", at_start ? static_cast<double>(at_start->rss_kib) / 1024.0 : 0},
+              {"hwm_mib", hwm_mib},
+              {"windows", windows},
+              {"series_seconds_cpu_ns_rss_kib", series},
+              {"log", log_text}});
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -28,11 +29,15 @@ namespace krbench {
 namespace {
 
 int g_result_fd = -1;
+// When the grower crossed the limit (0: not yet). The signal may arrive while the grower is
+// still writing, before it reports the crossing itself: the handler reports it too.
+std::atomic<std::uint64_t> g_crossed{0};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-// Async-signal-safe: formats "signal SIG NS\n" by hand and writes it, then exits.
+// Async-signal-safe: formats "signal SIG NS CROSSED_NS\n" by hand and writes it, then exits.
 void on_signal(int signal) {
     const std::uint64_t now = mono_ns();  // clock_gettime is async-signal-safe
-    char text[64] = "signal ";
+    char text[80] = "signal ";
     std::size_t length = 7;
     char digits[24];
     auto append_number = [&](std::uint64_t value) {
@@ -48,6 +53,8 @@ void on_signal(int signal) {
     append_number(static_cast<std::uint64_t>(signal));
     text[length++] = ' ';
     append_number(now);
+    text[length++] = ' ';
+    append_number(g_crossed.load());
     text[length++] = '\n';
     ssize_t ignored = write(g_result_fd, text, length);
     (void)ignored;
@@ -82,11 +89,12 @@ int grower_main(int go_fd, int result_fd, std::uint64_t limit, std::uint64_t gro
         page[i * kPage] = 1;
         if (i == crossing_page) {
             crossed = mono_ns();
+            g_crossed.store(crossed);
         }
     }
     const std::uint64_t done = mono_ns();
-    write_all(result_fd, "crossed " + std::to_string(crossed) + " " + std::to_string(began) +
-                             " " + std::to_string(done) + " " + std::to_string(baseline) + "\n");
+    write_all(result_fd, "crossed " + std::to_string(crossed) + " " + std::to_string(began) + " " +
+                             std::to_string(done) + " " + std::to_string(baseline) + "\n");
     while (true) {
         pause();
     }
@@ -115,9 +123,8 @@ public:
                     return 0;
                 }));
             }
-            kids.push_back(fork_process([&]() {
-                return grower_main(go_.read_fd, results_.write_fd, limit, grow_bytes);
-            }));
+            kids.push_back(fork_process(
+                [&]() { return grower_main(go_.read_fd, results_.write_fd, limit, grow_bytes); }));
             write_all(results_.write_fd, "ready " + std::to_string(kids.back()) + "\n");
             char byte = 0;
             while (read(commands_.read_fd, &byte, 1) < 0 && errno == EINTR) {
@@ -195,11 +202,11 @@ int run_reaction(const Args& args) {
         for (int trial = 0; trial < trials; ++trial) {
             ReactionManager manager(preload, limit, grow);
             Pipe output;
-            const pid_t reaper = spawn_program(
-                {kidreaper, "reap", "--pid", std::to_string(manager.pid()), "--limit",
-                 std::to_string(limit) + "B", "--interval", interval_text, "--log-format", "json",
-                 "--no-idle-wait", "--stagger", "0s"},
-                output.write_fd, true);
+            const pid_t reaper =
+                spawn_program({kidreaper, "reap", "--pid", std::to_string(manager.pid()), "--limit",
+                               std::to_string(limit) + "B", "--interval", interval_text,
+                               "--log-format", "json", "--no-idle-wait", "--stagger", "0s"},
+                              output.write_fd, true);
             output.close_write();
             LineReader log(output.read_fd);
             std::string log_text;
@@ -237,7 +244,11 @@ int run_reaction(const Args& args) {
                 if (tag == "crossed") {
                     fields >> crossed >> grow_began >> grow_done >> baseline;
                 } else if (tag == "signal") {
-                    fields >> signal >> received;
+                    std::uint64_t crossed_then = 0;
+                    fields >> signal >> received >> crossed_then;
+                    if (crossed == 0) {
+                        crossed = crossed_then;  // signalled while still writing
+                    }
                 }
             }
             while (const auto line = log.next(200)) {
@@ -248,13 +259,21 @@ int run_reaction(const Args& args) {
                 log_text += *line + "\n";
             }
             doc["phase_ms"] = static_cast<double>(phase) / 1e6;
-            doc["baseline_private_bytes"] = baseline;
-            doc["grow_ms"] = static_cast<double>(grow_done - grow_began) / 1e6;
-            if (crossed == 0 || received == 0) {
+            if (grow_done != 0) {
+                doc["baseline_private_bytes"] = baseline;
+                doc["grow_ms"] = static_cast<double>(grow_done - grow_began) / 1e6;
+            } else {
+                doc["signalled_while_growing"] = received != 0;
+            }
+            if (received != 0 && crossed == 0) {
+                doc["error"] =
+                    "signalled before the computed crossing; kidreaper said:\n" + log_text;
+            } else if (crossed == 0 || received == 0) {
                 doc["error"] = "no crossing or no signal within " + std::to_string(timeout_ms) +
                                " ms; kidreaper said:\n" + log_text;
             } else {
-                const double ms = (static_cast<double>(received) - static_cast<double>(crossed)) / 1e6;
+                const double ms =
+                    (static_cast<double>(received) - static_cast<double>(crossed)) / 1e6;
                 reaction_ms.push_back(ms);
                 doc["reaction_ms"] = ms;
                 doc["signal"] = signal;
@@ -269,14 +288,14 @@ int run_reaction(const Args& args) {
             trial_docs.push_back(doc);
         }
         const double bound_ms = static_cast<double>(interval_ms) + 100.0;
-        per_interval.push_back({{"interval", interval_text},
-                                {"interval_ms", interval_ms},
-                                {"bound_ms", bound_ms},
-                                {"reaction_ms", summary(reaction_ms)},
-                                {"within_bound",
-                                 !reaction_ms.empty() && max_of(reaction_ms) <= bound_ms &&
-                                     static_cast<int>(reaction_ms.size()) == trials},
-                                {"trials", trial_docs}});
+        per_interval.push_back(
+            {{"interval", interval_text},
+             {"interval_ms", interval_ms},
+             {"bound_ms", bound_ms},
+             {"reaction_ms", summary(reaction_ms)},
+             {"within_bound", !reaction_ms.empty() && max_of(reaction_ms) <= bound_ms &&
+                                  static_cast<int>(reaction_ms.size()) == trials},
+             {"trials", trial_docs}});
         std::cerr << "reaction: interval " << interval_text << ": median " << median(reaction_ms)
                   << " ms, max " << max_of(reaction_ms) << " ms over " << reaction_ms.size()
                   << " trials\n";
