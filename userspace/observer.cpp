@@ -52,7 +52,9 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     }
     // CO-RE against vmlinux's BTF only: libbpf would otherwise also list module BTF,
     // which needs CAP_SYS_ADMIN on top of CAP_BPF and CAP_PERFMON.
-    LIBBPF_OPTS(bpf_object_open_opts, open_options, .btf_custom_path = "/sys/kernel/btf/vmlinux");
+    bpf_object_open_opts open_options{};
+    open_options.sz = sizeof(open_options);
+    open_options.btf_custom_path = "/sys/kernel/btf/vmlinux";
     skel_ = observer_bpf__open_opts(&open_options);
     if (skel_ == nullptr) {
         throw Error(libbpf_error("cannot open the BPF object", -errno));

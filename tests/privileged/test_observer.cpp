@@ -183,8 +183,8 @@ TEST(Observer, PrefilterBucketsFollowTrackedChildren) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
     Observer observer = make_observer(log);
-    FixtureProcess fixture({"--preload", "4M", "--child", "idle", "--child", "cow:1M", "--child",
-                            "late:leak:1M"});
+    FixtureProcess fixture(
+        {"--preload", "4M", "--child", "idle", "--child", "cow:1M", "--child", "late:leak:1M"});
     fixture.wait_ready();
     track_manager(observer, ProcFs(), fixture.manager());
     fixture.go_and_wait_done(3);
