@@ -49,6 +49,16 @@ static __always_inline bool maybe_tracked(__u32 tgid)
 	return tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)] != 0;
 }
 
+/* See KR_FAULT_SLOTS in the ABI header. */
+__u32 slot_owner[KR_FAULT_SLOTS];
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KR_FAULT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct kr_faults);
+} slot_faults SEC(".maps");
+
 /* Sampled sites of COW-class faults; filled only when record_cow_sites is set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -200,6 +210,16 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	return 0;
 }
 
+/* The child's fault counters on this CPU: its array slot, else its hash entry. */
+static __always_inline struct kr_faults *fault_counters(__u32 tgid)
+{
+	__u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+
+	if (slot_owner[slot] == tgid)
+		return bpf_map_lookup_elem(&slot_faults, &slot);
+	return bpf_map_lookup_elem(&faults, &tgid);
+}
+
 static __always_inline void count_site(__u32 tgid, __u32 kind, __u64 address)
 {
 	struct kr_site_key key = {.tgid = tgid, .kind = kind, .address = address};
@@ -230,7 +250,7 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 
 	if (!maybe_tracked(tgid))
 		return;
-	counts = bpf_map_lookup_elem(&faults, &tgid);
+	counts = fault_counters(tgid);
 	if (!counts)
 		return;
 	if (!user_mode && (address >> 63)) /* kernel address: not the child's memory */
@@ -269,8 +289,11 @@ SEC("kprobe/wp_page_copy")
 int BPF_KPROBE(on_wp_page_copy, struct vm_fault *vmf)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct kr_faults *counts = bpf_map_lookup_elem(&faults, &tgid);
+	struct kr_faults *counts;
 
+	if (!maybe_tracked(tgid))
+		return 0;
+	counts = fault_counters(tgid);
 	if (!counts)
 		return 0;
 	if (BPF_CORE_READ(vmf, page))

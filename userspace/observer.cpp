@@ -163,11 +163,51 @@ bool Observer::add_child(pid_t child, pid_t manager,
         throw Error(errno_message("cannot track child " + std::to_string(child), errno));
     }
     __atomic_fetch_add(&tracked_bucket(child), 1U, __ATOMIC_SEQ_CST);
+    claim_slot(child);
     return true;
+}
+
+bool Observer::claim_slot(pid_t child) {
+    __u32& owner = slot_owner(child);
+    const auto tgid = static_cast<__u32>(child);
+    if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) == tgid) {
+        return true;
+    }
+    if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) != 0) {
+        return false;  // another child has it: this one counts in the hash
+    }
+    // Zero the counters before the owner is set: the hot path uses them from then on.
+    const __u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+    std::vector<kr_faults> zeros(possible_cpus_);
+    if (bpf_map__update_elem(skel_->maps.slot_faults, &slot, sizeof(slot), zeros.data(),
+                             zeros.size() * sizeof(kr_faults), BPF_ANY) != 0) {
+        return false;
+    }
+    __atomic_store_n(&owner, tgid, __ATOMIC_RELEASE);
+    return true;
+}
+
+void Observer::add_slot_counts(pid_t child, FaultCounts& counts) const {
+    const auto tgid = static_cast<__u32>(child);
+    if (__atomic_load_n(&slot_owner(child), __ATOMIC_ACQUIRE) != tgid) {
+        return;
+    }
+    const __u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+    std::vector<kr_faults> per_cpu(possible_cpus_);
+    if (bpf_map__lookup_elem(skel_->maps.slot_faults, &slot, sizeof(slot), per_cpu.data(),
+                             per_cpu.size() * sizeof(kr_faults), 0) == 0) {
+        for (const auto& cpu : per_cpu) {
+            counts += cpu;
+        }
+    }
 }
 
 void Observer::forget_child(pid_t child) {
     const auto key = static_cast<__u32>(child);
+    __u32& owner = slot_owner(child);
+    if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) == key) {
+        __atomic_store_n(&owner, 0U, __ATOMIC_RELEASE);
+    }
     bpf_map__delete_elem(skel_->maps.faults, &key, sizeof(key), 0);
     if (bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0) == 0) {
         __u32& bucket = tracked_bucket(child);
@@ -176,6 +216,10 @@ void Observer::forget_child(pid_t child) {
                                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
         }
     }
+}
+
+__u32& Observer::slot_owner(pid_t child) const {
+    return skel_->bss->slot_owner[static_cast<__u32>(child) & (KR_FAULT_SLOTS - 1)];
 }
 
 __u32& Observer::tracked_bucket(pid_t child) const {
@@ -211,6 +255,7 @@ std::optional<ChildReading> Observer::read_child(pid_t child) const {
             reading.faults += cpu;
         }
     }
+    add_slot_counts(child, reading.faults);
     return reading;
 }
 
@@ -303,6 +348,7 @@ std::optional<std::vector<ChildReading>> Observer::read_children_batched() const
         if (auto found = faults.find(child_keys[i]); found != faults.end()) {
             reading.faults = found->second;
         }
+        add_slot_counts(reading.pid, reading.faults);
         readings.push_back(reading);
     }
     return readings;

@@ -85,8 +85,11 @@ public:
     // False when it is tracked already (e.g. the fork hook saw it).
     bool add_child(pid_t child, pid_t manager,
                    const std::array<std::uint64_t, KR_MEM_KINDS>& mem_bytes);
-    // Drops a child's entries (after its exit has been read).
+    // Drops a child's entries (after its exit has been read) and releases its slot.
     void forget_child(pid_t child);
+    // Gives a tracked child a fast counter slot when its slot is free (see KR_FAULT_SLOTS);
+    // children the fork hook added count in the hash until then. True when it owns one.
+    bool claim_slot(pid_t child);
 
     std::vector<ChildReading> read_children() const;
     std::optional<ChildReading> read_child(pid_t child) const;
@@ -113,6 +116,10 @@ private:
     static ChildReading to_reading(pid_t pid, const kr_child& entry);
     // The child's counter in the BPF program's tracked_buckets (memory-mapped .bss).
     __u32& tracked_bucket(pid_t child) const;
+    // The owner of the child's slot in slot_owner (memory-mapped .bss).
+    __u32& slot_owner(pid_t child) const;
+    // Adds the child's slot counters to `counts` when it owns its slot.
+    void add_slot_counts(pid_t child, FaultCounts& counts) const;
 
     observer_bpf* skel_ = nullptr;
     int possible_cpus_ = 0;

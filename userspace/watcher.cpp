@@ -58,6 +58,7 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
     auto [it, inserted] = children_.try_emplace(reading.pid);
     ChildRecord& record = it->second;
     if (inserted) {
+        observer_.claim_slot(reading.pid);  // a forked child counts in the hash until now
         record.pid = reading.pid;
         record.first_seen = now;
         if (const auto stat = proc_.stat(reading.pid)) {

@@ -25,6 +25,15 @@
  */
 #define KR_TRACKED_BUCKETS 16384
 
+/*
+ * Fast counters: a tracked child may own the slot (tgid & (KR_FAULT_SLOTS - 1)) of the
+ * per-CPU array `slot_faults`; the global array slot_owner[KR_FAULT_SLOTS] (in .bss)
+ * holds the owning tgid, 0 when free. An array slot costs the hot path no hash lookup.
+ * Only the loader claims a slot (zeroing its counters first) and releases it; a child
+ * without one counts in the `faults` hash. The loader adds both up.
+ */
+#define KR_FAULT_SLOTS 2048
+
 /* Indexes of kr_child.mem_bytes, in the kernel's own order (MM_FILEPAGES...). */
 enum kr_mem_kind {
 	KR_MEM_FILE = 0,  /* file-backed resident pages */

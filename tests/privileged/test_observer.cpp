@@ -201,6 +201,34 @@ TEST(Observer, PrefilterBucketsFollowTrackedChildren) {
     }
 }
 
+TEST(Observer, SlotAndHashCountersAddUp) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess fixture(
+        {"--preload", "32M", "--child", "taken=cow:8M", "--child", "late:cow:16M@2s"});
+    fixture.wait_ready();
+    // Another tgid holds the slot of "taken": it must count in the hash instead.
+    const pid_t taken = fixture.child("taken");
+    ASSERT_TRUE(observer.claim_slot(taken + KR_FAULT_SLOTS));
+    track_manager(observer, ProcFs(), fixture.manager());
+    EXPECT_FALSE(observer.claim_slot(taken));
+    fixture.send("go");
+    fixture.expect("started");
+    // The late child counts in the hash until its slot is claimed, half-way through.
+    usleep(1'000'000);
+    EXPECT_TRUE(observer.claim_slot(fixture.child("late-cow")));
+    fixture.expect("done ");
+    fixture.expect("done ");
+    for (const auto& [name, truth] :
+         std::map<std::string, std::uint64_t>{{"taken", 8 * MiB}, {"late-cow", 16 * MiB}}) {
+        const auto reading = observer.read_child(fixture.child(name));
+        ASSERT_TRUE(reading.has_value()) << name;
+        expect_near_truth(name + " cow", cow_bytes(*reading), truth);
+    }
+    observer.forget_child(taken + KR_FAULT_SLOTS);
+}
+
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
