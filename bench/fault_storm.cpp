@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -153,6 +154,12 @@ public:
                     return 0;
                 }
                 const pid_t child = fork_process([&]() {
+                    // Say who we are and wait for the go: the harness first does what the
+                    // daemon's first poll would (kidreaper claims the child's counter slot).
+                    write_all(replies_.write_fd, "forked " + std::to_string(getpid()) + "\n");
+                    char go = 0;
+                    while (read(commands_.read_fd, &go, 1) < 0 && errno == EINTR) {
+                    }
                     const std::string line =
                         storm_child(inherited, inherited_bytes, fresh_bytes, cpu);
                     write_all(replies_.write_fd, line);
@@ -180,7 +187,8 @@ public:
 
     pid_t pid() const { return pid_; }
 
-    StormResult storm() {
+    // Runs one storm; `before` sees the storm child's pid before it starts.
+    StormResult storm(const std::function<void(pid_t)>& before = {}) {
         write_all(commands_.write_fd, "s");
         StormResult result;
         bool have_result = false;
@@ -191,6 +199,13 @@ public:
             }
             if (*line == "done") {
                 break;
+            }
+            if (line->rfind("forked ", 0) == 0) {
+                if (before) {
+                    before(static_cast<pid_t>(std::stol(line->substr(7))));
+                }
+                write_all(commands_.write_fd, "g");
+                continue;
             }
             std::istringstream fields(*line);
             std::string tag;
@@ -517,6 +532,16 @@ struct Attached {
     std::unique_ptr<PerfFaultCounter> perf;
 };
 
+// What the daemon's first poll does for a new child: claim its counter slot.
+std::function<void(pid_t)> first_poll(const Attached& attached) {
+    kidreaper::Observer* observer = attached.observer.get();
+    return [observer](pid_t child) {
+        if (observer != nullptr) {
+            observer->claim_slot(child);
+        }
+    };
+}
+
 Attached attach(const std::string& condition, const std::string& bpftrace, pid_t storm_manager,
                 pid_t other_manager, const kidreaper::ProcFs& proc, const kidreaper::Logger& log) {
     Attached attached;
@@ -634,7 +659,7 @@ int run_faults(const Args& args) {
                 const CpuTimes before = cpu_times();
                 const std::uint64_t perf_before = attached.perf ? attached.perf->count() : 0;
                 const std::uint64_t wall0 = mono_ns();
-                const StormResult result = storm_manager.storm();
+                const StormResult result = storm_manager.storm(first_poll(attached));
                 const double wall = static_cast<double>(mono_ns() - wall0) / 1e9;
                 const CpuTimes after = cpu_times();
                 const bool hooks_after = hooks_now() == expected;
@@ -751,7 +776,7 @@ int run_faults(const Args& args) {
                 clean.try_emplace(condition, true);
                 clean[condition] = clean[condition] && ours_only;
                 const auto before = prog_stats();
-                const StormResult result = storm_manager.storm();
+                const StormResult result = storm_manager.storm(first_poll(attached));
                 const auto after = prog_stats();
                 if (attached.observer) {
                     attached.observer->forget_child(result.pid);

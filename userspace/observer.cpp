@@ -176,6 +176,11 @@ bool Observer::claim_slot(pid_t child) {
     if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) != 0) {
         return false;  // another child has it: this one counts in the hash
     }
+    kr_child entry{};
+    if (bpf_map__lookup_elem(skel_->maps.children, &tgid, sizeof(tgid), &entry, sizeof(entry),
+                             0) != 0) {
+        return false;  // not tracked
+    }
     // Zero the counters before the owner is set: the hot path uses them from then on.
     const __u32 slot = tgid & (KR_FAULT_SLOTS - 1);
     std::vector<kr_faults> zeros(possible_cpus_);

@@ -208,9 +208,10 @@ TEST(Observer, SlotAndHashCountersAddUp) {
     FixtureProcess fixture(
         {"--preload", "32M", "--child", "taken=cow:8M", "--child", "late:cow:16M@2s"});
     fixture.wait_ready();
-    // Another tgid holds the slot of "taken": it must count in the hash instead.
+    // Another tracked tgid holds the slot of "taken": it must count in the hash instead.
     const pid_t taken = fixture.child("taken");
-    ASSERT_TRUE(observer.claim_slot(taken + KR_FAULT_SLOTS));
+    EXPECT_FALSE(observer.claim_slot(taken + KR_FAULT_SLOTS)) << "only tracked children";
+    ASSERT_TRUE(observer.add_child(taken + KR_FAULT_SLOTS, 1, {}));
     track_manager(observer, ProcFs(), fixture.manager());
     EXPECT_FALSE(observer.claim_slot(taken));
     fixture.send("go");
