@@ -177,8 +177,8 @@ bool Observer::claim_slot(pid_t child) {
         return false;  // another child has it: this one counts in the hash
     }
     kr_child entry{};
-    if (bpf_map__lookup_elem(skel_->maps.children, &tgid, sizeof(tgid), &entry, sizeof(entry),
-                             0) != 0) {
+    if (bpf_map__lookup_elem(skel_->maps.children, &tgid, sizeof(tgid), &entry, sizeof(entry), 0) !=
+        0) {
         return false;  // not tracked
     }
     // Zero the counters before the owner is set: the hot path uses them from then on.
