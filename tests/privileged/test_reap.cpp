@@ -78,6 +78,21 @@ bool alive_child_of(pid_t pid, pid_t manager) {
     return stat && stat->ppid == manager && stat->state != 'Z';
 }
 
+// A respawning manager with a child over the tests' 12 MiB limit ("big1") and an idle one
+// ("small"), both done with their scripts. `options` go to kr-fixture before the children.
+std::unique_ptr<FixtureProcess> big_and_small(const std::vector<std::string>& options = {}) {
+    std::vector<std::string> args = {"--preload", "16M", "--respawn"};
+    args.insert(args.end(), options.begin(), options.end());
+    for (const char* child : {"big1=leak:24M", "small=idle"}) {
+        args.push_back("--child");
+        args.push_back(child);
+    }
+    auto fixture = std::make_unique<FixtureProcess>(args);
+    fixture->wait_ready();
+    fixture->go_and_wait_done(2);
+    return fixture;
+}
+
 TEST(Reap, RecyclesOversizedChildrenOneAtATimeAndNeverOthers) {
     KR_REQUIRE_BPF();
     FixtureProcess fixture({"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child",
@@ -143,10 +158,8 @@ TEST(Reap, DryRunDecidesTheSameAndSignalsNobody) {
 
 TEST(Reap, MinChildrenHoldsTheLastOnes) {
     KR_REQUIRE_BPF();
-    FixtureProcess fixture(
-        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-    fixture.wait_ready();
-    fixture.go_and_wait_done(2);
+    const auto fixture_owner = big_and_small();
+    FixtureProcess& fixture = *fixture_owner;
     const auto result = run_command(reap_command(fixture.manager(), {"--min-children", "2"}),
                                     std::chrono::seconds(30));
     ASSERT_EQ(result.exit_status, 0) << result.output;
@@ -207,10 +220,8 @@ private:
 
 TEST(Reap, EscalatesToTheNextSignalAfterTheGrace) {
     KR_REQUIRE_BPF();
-    FixtureProcess fixture({"--preload", "16M", "--respawn", "--children-ignore", "TERM", "--child",
-                            "big1=leak:24M", "--child", "small=idle"});
-    fixture.wait_ready();
-    fixture.go_and_wait_done(2);
+    const auto fixture_owner = big_and_small({"--children-ignore", "TERM"});
+    FixtureProcess& fixture = *fixture_owner;
     const auto result =
         run_command(reap_command(fixture.manager(), {"--grace", "600ms", "--escalate"}),
                     std::chrono::seconds(30));
@@ -229,10 +240,8 @@ TEST(Reap, EscalatesToTheNextSignalAfterTheGrace) {
 
 TEST(Reap, WithoutEscalationAStubbornChildIsReportedAndLeftAlone) {
     KR_REQUIRE_BPF();
-    FixtureProcess fixture({"--preload", "16M", "--respawn", "--children-ignore", "TERM", "--child",
-                            "big1=leak:24M", "--child", "small=idle"});
-    fixture.wait_ready();
-    fixture.go_and_wait_done(2);
+    const auto fixture_owner = big_and_small({"--children-ignore", "TERM"});
+    FixtureProcess& fixture = *fixture_owner;
     auto argv = reap_command(fixture.manager(), {"--grace", "500ms"});
     argv.erase(std::find(argv.begin(), argv.end(), "--once"));
     const auto result = run_command(argv, std::chrono::seconds(3));
@@ -246,10 +255,8 @@ TEST(Reap, WithoutEscalationAStubbornChildIsReportedAndLeftAlone) {
 TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
     KR_REQUIRE_BPF();
     {
-        FixtureProcess fixture(
-            {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-        fixture.wait_ready();
-        fixture.go_and_wait_done(2);
+        const auto fixture_owner = big_and_small();
+        FixtureProcess& fixture = *fixture_owner;
         const auto result = run_command(reap_command(fixture.manager(), {"--pre-hook", "exit 3"}),
                                         std::chrono::seconds(30));
         ASSERT_EQ(result.exit_status, 0) << result.output;
@@ -259,10 +266,8 @@ TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
         EXPECT_NE(skips[0].at("reason").get<std::string>().find("pre-hook"), std::string::npos);
         EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
     }
-    FixtureProcess fixture(
-        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-    fixture.wait_ready();
-    fixture.go_and_wait_done(2);
+    const auto fixture_owner = big_and_small();
+    FixtureProcess& fixture = *fixture_owner;
     const TempPath record;
     const std::string append = " >> " + record.path();
     const auto result = run_command(
@@ -281,11 +286,9 @@ TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
 TEST(Reap, FollowsARestartedManagerThroughItsPidfile) {
     KR_REQUIRE_BPF();
     FixtureProcess old_manager({"--preload", "8M", "--child", "small=idle"});
-    FixtureProcess new_manager(
-        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
     old_manager.wait_ready();
-    new_manager.wait_ready();
-    new_manager.go_and_wait_done(2);
+    const auto new_manager_owner = big_and_small();
+    FixtureProcess& new_manager = *new_manager_owner;
     const TempPath pidfile;
     std::ofstream(pidfile.path()) << old_manager.manager() << "\n";
     // The "restart": the pidfile is rewritten, then the old manager dies.
@@ -372,10 +375,8 @@ TEST(Reap, AManagerThatRemovesItsPidfileIsGone) {
 
 TEST(Reap, WaitsForAManagerThatIsNotThereYet) {
     KR_REQUIRE_BPF();
-    FixtureProcess fixture(
-        {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-    fixture.wait_ready();
-    fixture.go_and_wait_done(2);
+    const auto fixture_owner = big_and_small();
+    FixtureProcess& fixture = *fixture_owner;
     const TempPath pidfile;
     unlink(pidfile.path().c_str());
     const pid_t writer = fork();
