@@ -174,7 +174,11 @@ TEST(Observer, BatchedAndPerKeyReadsAgree) {
         EXPECT_EQ(reading.manager, other.manager);
         EXPECT_EQ(reading.faults.write_present(), other.faults.write_present()) << pid;
         EXPECT_EQ(reading.faults.write_absent, other.faults.write_absent) << pid;
-        EXPECT_EQ(reading.mem_bytes[KR_MEM_ANON], other.mem_bytes[KR_MEM_ANON]) << pid;
+        // Each instance reads its own random one in eight rss_stat events (6.2+): the
+        // absolute values they last saw may differ by the few pages since.
+        EXPECT_NEAR(static_cast<double>(reading.mem_bytes[KR_MEM_ANON]),
+                    static_cast<double>(other.mem_bytes[KR_MEM_ANON]), 1.0 * MiB)
+            << pid;
     }
     EXPECT_GT(a.at(fixture.child("cow")).faults.write_present(), 900u);
 }
