@@ -273,6 +273,19 @@ void stop_process(pid_t pid, int signal, int timeout_ms) {
     }
 }
 
+void wait_then_kill_children(int command_fd, const std::vector<pid_t>& kids) {
+    char byte = 0;
+    while (read(command_fd, &byte, 1) < 0 && errno == EINTR) {
+    }
+    for (pid_t kid : kids) {
+        kill(kid, SIGKILL);
+    }
+    for (pid_t kid : kids) {
+        while (waitpid(kid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+}
+
 void pin_to_cpu(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -331,16 +344,7 @@ IdleManager::IdleManager(std::size_t children, std::uint64_t preload_bytes) {
             line += std::to_string(kid);
         }
         write_all(replies_.write_fd, line + "\n");
-        char byte = 0;
-        while (read(commands_.read_fd, &byte, 1) < 0 && errno == EINTR) {
-        }
-        for (pid_t kid : kids) {
-            kill(kid, SIGKILL);
-        }
-        for (pid_t kid : kids) {
-            while (waitpid(kid, nullptr, 0) < 0 && errno == EINTR) {
-            }
-        }
+        wait_then_kill_children(commands_.read_fd, kids);
         return 0;
     });
     commands_.close_read();

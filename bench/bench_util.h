@@ -79,6 +79,10 @@ bool wait_exit(pid_t pid, int timeout_ms, int* status = nullptr);
 // Sends `signal`, waits up to `timeout_ms`, then SIGKILLs and waits.
 void stop_process(pid_t pid, int signal, int timeout_ms);
 
+// In a manager process: blocks until a byte (or end of input) arrives on `command_fd`,
+// then kills and reaps `kids`.
+void wait_then_kill_children(int command_fd, const std::vector<pid_t>& kids);
+
 // Pins the calling thread to one CPU (ignored when that fails).
 void pin_to_cpu(int cpu);
 int online_cpus();

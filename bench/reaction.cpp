@@ -126,16 +126,7 @@ public:
             kids.push_back(fork_process(
                 [&]() { return grower_main(go_.read_fd, results_.write_fd, limit, grow_bytes); }));
             write_all(results_.write_fd, "ready " + std::to_string(kids.back()) + "\n");
-            char byte = 0;
-            while (read(commands_.read_fd, &byte, 1) < 0 && errno == EINTR) {
-            }
-            for (pid_t kid : kids) {
-                kill(kid, SIGKILL);
-            }
-            for (pid_t kid : kids) {
-                while (waitpid(kid, nullptr, 0) < 0 && errno == EINTR) {
-                }
-            }
+            wait_then_kill_children(commands_.read_fd, kids);
             return 0;
         });
         commands_.close_read();
