@@ -60,6 +60,13 @@ int wait_for_loaded_programs(int expected) {
     return count;
 }
 
+void wait_until_kidreaper_runs(int programs_before, std::chrono::milliseconds settle) {
+    for (int attempt = 0; attempt < 600 && count_loaded_programs() <= programs_before; ++attempt) {
+        usleep(50'000);
+    }
+    usleep(static_cast<useconds_t>(settle.count() * 1000));
+}
+
 std::string sibling_path(const std::string& name) {
     return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
 }

@@ -36,6 +36,12 @@ int count_loaded_programs();
 // `expected`; returns the last count.
 int wait_for_loaded_programs(int expected);
 
+// In a helper process racing a kidreaper run: returns once that run has loaded its
+// programs (more than `programs_before` are loaded) and had `settle` to look around. On an
+// emulated kernel, start-up alone can take seconds, so fixed sleeps are not enough.
+void wait_until_kidreaper_runs(int programs_before,
+                               std::chrono::milliseconds settle = std::chrono::milliseconds(800));
+
 // A path next to the running test binary (the fixture is built beside it).
 std::string sibling_path(const std::string& name);
 

@@ -178,9 +178,10 @@ TEST(Reap, ManagerGoneEndsWithAnErrorAndSignalsNobody) {
     const pid_t manager = fixture->manager();
     auto argv = reap_command(manager, {});
     argv.erase(std::find(argv.begin(), argv.end(), "--once"));
+    const int programs_before = testing::count_loaded_programs();
     pid_t stopper = fork();
     if (stopper == 0) {
-        usleep(1'500'000);
+        testing::wait_until_kidreaper_runs(programs_before);
         kill(manager, SIGKILL);
         _exit(0);
     }
@@ -292,9 +293,10 @@ TEST(Reap, FollowsARestartedManagerThroughItsPidfile) {
     const TempPath pidfile;
     std::ofstream(pidfile.path()) << old_manager.manager() << "\n";
     // The "restart": the pidfile is rewritten, then the old manager dies.
+    const int programs_before = testing::count_loaded_programs();
     const pid_t restarter = fork();
     if (restarter == 0) {
-        usleep(1'200'000);
+        testing::wait_until_kidreaper_runs(programs_before);
         const std::string next = pidfile.path() + ".new";
         std::ofstream(next) << new_manager.manager() << "\n";
         rename(next.c_str(), pidfile.path().c_str());
@@ -326,7 +328,7 @@ TEST(Reap, StopsCleanlyOnSigintAndLeavesNoProgramBehind) {
     const pid_t parent = getpid();
     const pid_t interrupter = fork();
     if (interrupter == 0) {
-        usleep(1'500'000);
+        testing::wait_until_kidreaper_runs(programs_before);
         // The newest kidreaper child of the test process is the one run_command started.
         for (pid_t pid : ProcFs().children_of(parent)) {
             const auto stat = ProcFs().stat(pid);
@@ -353,9 +355,10 @@ TEST(Reap, AManagerThatRemovesItsPidfileIsGone) {
     const TempPath pidfile;
     std::ofstream(pidfile.path()) << fixture.manager() << "\n";
     const pid_t manager = fixture.manager();
+    const int programs_before = testing::count_loaded_programs();
     const pid_t stopper = fork();
     if (stopper == 0) {
-        usleep(1'200'000);
+        testing::wait_until_kidreaper_runs(programs_before);
         unlink(pidfile.path().c_str());  // as FCGI::ProcManager does when it stops
         kill(manager, SIGKILL);
         _exit(0);
@@ -379,16 +382,19 @@ TEST(Reap, WaitsForAManagerThatIsNotThereYet) {
     FixtureProcess& fixture = *fixture_owner;
     const TempPath pidfile;
     unlink(pidfile.path().c_str());
+    const int programs_before = testing::count_loaded_programs();
     const pid_t writer = fork();
     if (writer == 0) {
-        usleep(1'000'000);
+        // Only once kidreaper is up (its programs loaded) and has looked a few times: on a
+        // slow (emulated) kernel its start-up alone can take seconds.
+        testing::wait_until_kidreaper_runs(programs_before);
         std::ofstream(pidfile.path()) << fixture.manager() << "\n";
         _exit(0);
     }
     auto argv = reap_command(0, {"--wait-for-manager"});
     argv[2] = "--pidfile";
     argv[3] = pidfile.path();
-    const auto result = run_command(argv, std::chrono::seconds(20));
+    const auto result = run_command(argv, std::chrono::seconds(40));
     waitpid(writer, nullptr, 0);
     EXPECT_EQ(result.exit_status, 0) << result.output;
     ASSERT_EQ(events_of(result.output, "manager-found").size(), 1u) << result.output;
