@@ -6,11 +6,16 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -18,29 +23,97 @@
 #include "error.h"
 #include "units.h"
 
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21  // Linux 5.4
+#endif
+
 namespace kidreaper {
 
 namespace {
 
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kStep = 1ULL << 20;  // work is done in 1 MiB steps
+constexpr std::uint64_t kHugePage = 2ULL << 20;
+constexpr int kDefaultRounds = 8;
+constexpr int kMaxRounds = 1'000'000;
+constexpr milliseconds kRequestCpu{2};     // burst: busy CPU per 1 MiB step
+constexpr milliseconds kWarmupTick{20};    // warmup: after growing, every tick ...
+constexpr milliseconds kWarmupTickCpu{5};  // ... this much busy CPU
+constexpr int kWarmupGrowthPercent = 15;   // warmup: grows during this share of its run
 
-// Anonymous memory, mapped at construction, unmapped at destruction.
+std::uint64_t round_to_pages(std::uint64_t bytes) {
+    return (bytes + kPage - 1) / kPage * kPage;
+}
+
+std::uint64_t steps_for(std::uint64_t bytes) {
+    return std::max<std::uint64_t>(1, (bytes + kStep - 1) / kStep);
+}
+
+// How a warmup: child spends its run: growing, then this many ticks of work.
+struct WarmupPlan {
+    milliseconds growth_time{0};
+    std::int64_t ticks = 0;
+};
+
+WarmupPlan warmup_plan(milliseconds run) {
+    WarmupPlan plan;
+    plan.growth_time = run * kWarmupGrowthPercent / 100;
+    plan.ticks = (run - plan.growth_time) / kWarmupTick;
+    return plan;
+}
+
+// Owns a file descriptor; closes it on destruction.
+class UniqueFd {
+public:
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    ~UniqueFd() {
+        if (fd_ >= 0) {
+            close(fd_);
+        }
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+void* map_or_throw(std::uint64_t bytes, int flags, int fd) {
+    void* address = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, fd, 0);
+    if (address == MAP_FAILED) {
+        throw Error(errno_message("mmap", errno));
+    }
+    return address;
+}
+
+// Writes `bytes` of data (not a hole) to `fd`.
+void fill_file(int fd, std::uint64_t bytes) {
+    const std::vector<unsigned char> chunk(kStep, 0xa5);
+    std::uint64_t written = 0;
+    while (written < bytes) {
+        const std::size_t want = static_cast<std::size_t>(std::min(kStep, bytes - written));
+        const ssize_t n = write(fd, chunk.data(), want);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            throw Error(errno_message("write to the fixture's file", n < 0 ? errno : ENOSPC));
+        }
+        written += static_cast<std::uint64_t>(n);
+    }
+}
+
+// A memory mapping, unmapped at destruction. Empty when default-constructed.
 class Mapping {
 public:
-    explicit Mapping(std::uint64_t bytes) : bytes_(bytes) {
-        if (bytes_ == 0) {
-            return;
-        }
-        void* address =
-            mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (address == MAP_FAILED) {
-            throw Error(errno_message("mmap", errno));
-        }
-        // 4 KiB pages keep the counts exact whatever the THP setting.
-        madvise(address, bytes_, MADV_NOHUGEPAGE);
-        data_ = static_cast<unsigned char*>(address);
-    }
+    Mapping() = default;
+    Mapping(void* data, std::uint64_t bytes)
+        : bytes_(bytes), data_(static_cast<unsigned char*>(data)) {}
     ~Mapping() {
         if (data_ != nullptr) {
             munmap(data_, bytes_);
@@ -50,6 +123,60 @@ public:
     Mapping& operator=(const Mapping&) = delete;
     Mapping(Mapping&& other) noexcept
         : bytes_(std::exchange(other.bytes_, 0)), data_(std::exchange(other.data_, nullptr)) {}
+    Mapping& operator=(Mapping&& other) noexcept {
+        std::swap(bytes_, other.bytes_);
+        std::swap(data_, other.data_);
+        return *this;
+    }
+
+    // Fresh private anonymous memory in 4 KiB pages: the counts stay exact whatever the
+    // THP setting. Empty for 0 bytes.
+    static Mapping anonymous(std::uint64_t bytes) {
+        if (bytes == 0) {
+            return {};
+        }
+        Mapping mapping(map_or_throw(bytes, MAP_PRIVATE | MAP_ANONYMOUS, -1), bytes);
+        madvise(mapping.data(), bytes, MADV_NOHUGEPAGE);
+        return mapping;
+    }
+
+    // `bytes` (a multiple of 2 MiB) of anonymous memory aligned to 2 MiB and advised
+    // MADV_HUGEPAGE, so that faults can map transparent huge pages.
+    static Mapping huge(std::uint64_t bytes) {
+        const std::uint64_t padded = bytes + kHugePage;
+        auto* raw =
+            static_cast<unsigned char*>(map_or_throw(padded, MAP_PRIVATE | MAP_ANONYMOUS, -1));
+        const auto address = reinterpret_cast<std::uintptr_t>(raw);
+        const std::uint64_t head = ((address + kHugePage - 1) & ~(kHugePage - 1)) - address;
+        const std::uint64_t tail = padded - head - bytes;
+        if (head > 0) {
+            munmap(raw, head);
+        }
+        if (tail > 0) {
+            munmap(raw + head + bytes, tail);
+        }
+        Mapping mapping(raw + head, bytes);
+        if (madvise(mapping.data(), bytes, MADV_HUGEPAGE) != 0) {
+            throw Error(errno_message("madvise(MADV_HUGEPAGE)", errno));
+        }
+        return mapping;
+    }
+
+    // A new file of `bytes` in `dir`, filled with data, mapped read-write with `flags`
+    // (MAP_SHARED or MAP_PRIVATE) and unlinked right after: the mapping keeps it alive.
+    static Mapping file(const std::string& dir, std::uint64_t bytes, int flags) {
+        std::string path = dir + "/kr-fixture-XXXXXX";
+        const UniqueFd fd(mkostemp(path.data(), O_CLOEXEC));
+        if (fd.get() < 0) {
+            throw Error(errno_message("cannot create a file in " + dir, errno));
+        }
+        struct Unlink {
+            const std::string& path;
+            ~Unlink() { unlink(path.c_str()); }
+        } unlink_at_exit{path};
+        fill_file(fd.get(), bytes);
+        return Mapping(map_or_throw(bytes, flags, fd.get()), bytes);
+    }
 
     unsigned char* data() const { return data_; }
     std::uint64_t size() const { return bytes_; }
@@ -90,17 +217,284 @@ char read_command(int fd) {
     }
 }
 
+// Idles in poll() on the command pipe for `duration`, as an idle worker waits for work.
+// False when told to exit ('x' or end of input) meanwhile.
+bool idle_for(int fd, milliseconds duration) {
+    const auto end = std::chrono::steady_clock::now() + duration;
+    while (true) {
+        const auto left = std::chrono::ceil<milliseconds>(end - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return true;
+        }
+        pollfd ready{fd, POLLIN, 0};
+        const int n = poll(&ready, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 1000)));
+        if (n > 0 && read_command(fd) == 'x') {
+            return false;
+        }
+    }
+}
+
 // One plain store per page. Not a read-modify-write: under emulation (qemu TCG) that
-// faults twice, a read then a write on a present page, and would pass for COW.
-void touch_pages(unsigned char* begin, std::uint64_t bytes) {
+// faults twice, a read then a write on a present page, and would pass for COW. `round`
+// varies the bytes written from one round to the next.
+void touch_pages(unsigned char* begin, std::uint64_t bytes, int round = 0) {
     for (std::uint64_t offset = 0; offset < bytes; offset += kPage) {
-        begin[offset] = static_cast<unsigned char>(offset / kPage + 1);
+        begin[offset] =
+            static_cast<unsigned char>(offset / kPage + 1 + static_cast<unsigned>(round));
+    }
+}
+
+// One load per page (maps the zero page in fresh anon memory, the page cache in a file).
+void read_pages(const unsigned char* begin, std::uint64_t bytes) {
+    const volatile unsigned char* pages = begin;
+    unsigned sum = 0;
+    for (std::uint64_t offset = 0; offset < bytes; offset += kPage) {
+        sum += pages[offset];
+    }
+    volatile unsigned sink = sum;
+    static_cast<void>(sink);
+}
+
+nanoseconds thread_cpu_time() {
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return std::chrono::seconds(now.tv_sec) + nanoseconds(now.tv_nsec);
+}
+
+// Spends `cpu` of this thread's CPU time computing in user space (real work, not a sleep).
+void burn_cpu(nanoseconds cpu) {
+    if (cpu.count() <= 0) {
+        return;
+    }
+    const nanoseconds end = thread_cpu_time() + cpu;
+    std::uint64_t state = 0x9e3779b97f4a7c15ULL;
+    volatile std::uint64_t sink = 0;
+    while (thread_cpu_time() < end) {
+        for (int i = 0; i < 4096; ++i) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+        }
+        sink = state;
+    }
+    static_cast<void>(sink);
+}
+
+// Shares a script's pauses (its spread) and busy CPU (its +WORK) out evenly over its steps.
+class Pacer {
+public:
+    Pacer(std::uint64_t steps, milliseconds spread, milliseconds work)
+        : pause_(nanoseconds(spread) / static_cast<std::int64_t>(steps)),
+          cpu_(nanoseconds(work) / static_cast<std::int64_t>(steps)) {}
+
+    // After a step: its share of the CPU (plus `extra_cpu`), then of the pauses.
+    void step_done(nanoseconds extra_cpu = nanoseconds(0)) const {
+        burn_cpu(cpu_ + extra_cpu);
+        if (pause_.count() > 0) {
+            std::this_thread::sleep_for(pause_);
+        }
+    }
+
+private:
+    nanoseconds pause_;
+    nanoseconds cpu_;
+};
+
+// Fresh memory allocated and written 1 MiB at a time, kept until the child exits.
+class Leak {
+public:
+    explicit Leak(std::uint64_t bytes) : bytes_(bytes) {}
+
+    std::uint64_t steps() const { return steps_for(bytes_); }
+    // Allocates and writes the next MiB (nothing once all is done).
+    void step() {
+        const std::uint64_t now = std::min(kStep, bytes_ - done_);
+        if (now > 0) {
+            kept_.push_back(Mapping::anonymous(now));
+            touch_pages(kept_.back().data(), now);
+            done_ += now;
+        }
+    }
+    // Asks the kernel to swap all of it out (a no-op without swap). Before Linux 5.4 it
+    // cannot: says so on stderr and keeps it resident (the growth is the same).
+    void page_out() const {
+        for (const auto& mapping : kept_) {
+            if (madvise(mapping.data(), mapping.size(), MADV_PAGEOUT) != 0) {
+                const std::string message = errno_message("madvise(MADV_PAGEOUT)", errno);
+                std::fprintf(stderr, "kr-fixture: %s (Linux 5.4+); not swapped out\n",
+                             message.c_str());
+                return;
+            }
+        }
+    }
+    std::vector<Mapping> take() { return std::move(kept_); }
+
+private:
+    std::uint64_t bytes_;
+    std::uint64_t done_ = 0;
+    std::vector<Mapping> kept_;
+};
+
+// Writes `region` (inherited or the child's own) 1 MiB per step.
+void write_in_steps(const Mapping& region, const Pacer& pacer) {
+    for (std::uint64_t done = 0; done < region.size(); done += kStep) {
+        touch_pages(region.data() + done, std::min(kStep, region.size() - done));
+        pacer.step_done();
+    }
+}
+
+// What a child's script allocates and keeps until the child exits.
+using Kept = std::vector<Mapping>;
+
+Kept run_plain(const ChildScript& script, const Mapping& preload) {
+    const std::uint64_t cow = std::min(script.cow_bytes, preload.size());
+    Leak leak(script.leak_bytes);
+    const std::uint64_t steps = std::max(steps_for(cow), leak.steps());
+    const Pacer pacer(steps, script.spread, script.work);
+    std::uint64_t cow_done = 0;
+    for (std::uint64_t step = 0; step < steps; ++step) {
+        const std::uint64_t cow_now = std::min(kStep, cow - cow_done);
+        touch_pages(preload.data() + cow_done, cow_now);
+        cow_done += cow_now;
+        leak.step();
+        pacer.step_done();
+    }
+    return leak.take();
+}
+
+void run_shared(const ChildScript& script, const Mapping& region) {
+    const Pacer pacer(static_cast<std::uint64_t>(script.rounds), script.spread, script.work);
+    for (int round = 0; round < script.rounds; ++round) {
+        touch_pages(region.data(), region.size(), round);
+        if (msync(region.data(), region.size(), MS_SYNC) != 0) {
+            throw Error(errno_message("msync", errno));
+        }
+        pacer.step_done();
+    }
+}
+
+Kept run_zero(const ChildScript& script) {
+    Kept kept;
+    kept.push_back(Mapping::anonymous(script.region_bytes));
+    const Mapping& fresh = kept.back();
+    const Pacer pacer(steps_for(fresh.size()), script.spread, script.work);
+    for (std::uint64_t done = 0; done < fresh.size(); done += kStep) {
+        const std::uint64_t now = std::min(kStep, fresh.size() - done);
+        read_pages(fresh.data() + done, now);
+        touch_pages(fresh.data() + done, now);
+        pacer.step_done();
+    }
+    return kept;
+}
+
+Kept run_mprotect(const ChildScript& script) {
+    Kept kept;
+    kept.push_back(Mapping::anonymous(script.region_bytes));
+    const Mapping& fresh = kept.back();
+    const Pacer pacer(static_cast<std::uint64_t>(script.rounds) + 1, script.spread, script.work);
+    touch_pages(fresh.data(), fresh.size());
+    pacer.step_done();
+    for (int round = 1; round <= script.rounds; ++round) {
+        if (mprotect(fresh.data(), fresh.size(), PROT_READ) != 0 ||
+            mprotect(fresh.data(), fresh.size(), PROT_READ | PROT_WRITE) != 0) {
+            throw Error(errno_message("mprotect", errno));
+        }
+        touch_pages(fresh.data(), fresh.size(), round);
+        pacer.step_done();
+    }
+    return kept;
+}
+
+Kept run_warmup(const ChildScript& script) {
+    const WarmupPlan plan = warmup_plan(script.spread);
+    Leak leak(script.leak_bytes);
+    const Pacer pacer(leak.steps(), plan.growth_time, script.work);
+    for (std::uint64_t step = 0; step < leak.steps(); ++step) {
+        leak.step();
+        pacer.step_done();
+    }
+    auto tick = std::chrono::steady_clock::now();
+    for (std::int64_t i = 0; i < plan.ticks; ++i) {
+        burn_cpu(kWarmupTickCpu);
+        tick += kWarmupTick;
+        std::this_thread::sleep_until(tick);
+    }
+    return leak.take();
+}
+
+Kept run_burst(const ChildScript& script) {
+    Leak leak(script.leak_bytes);
+    const Pacer pacer(leak.steps(), milliseconds(0), script.work);
+    for (std::uint64_t step = 0; step < leak.steps(); ++step) {
+        leak.step();
+        pacer.step_done(kRequestCpu);
+    }
+    return leak.take();
+}
+
+Kept run_swapleak(const ChildScript& script) {
+    Leak leak(script.leak_bytes);
+    const Pacer pacer(leak.steps(), script.spread, script.work);
+    for (std::uint64_t step = 0; step < leak.steps(); ++step) {
+        leak.step();
+        pacer.step_done();
+    }
+    leak.page_out();
+    return leak.take();
+}
+
+// Runs `script` in the child; `region` is the one the manager made for it (if any).
+Kept run_script(const ChildScript& script, const Mapping& preload, const Mapping& region) {
+    switch (script.kind) {
+        case ChildKind::plain:
+            return run_plain(script, preload);
+        case ChildKind::shared:
+            run_shared(script, region);
+            return {};
+        case ChildKind::zero:
+            return run_zero(script);
+        case ChildKind::mprotect:
+            return run_mprotect(script);
+        case ChildKind::file:
+        case ChildKind::thp:
+            write_in_steps(region, Pacer(steps_for(region.size()), script.spread, script.work));
+            return {};
+        case ChildKind::warmup:
+            return run_warmup(script);
+        case ChildKind::burst:
+            return run_burst(script);
+        case ChildKind::swapleak:
+            return run_swapleak(script);
+    }
+    return {};
+}
+
+// The inherited region a child's script needs, made by the manager before forking:
+// empty for the kinds that need none.
+Mapping make_region(const ChildScript& script, const std::string& file_dir) {
+    switch (script.kind) {
+        case ChildKind::shared:
+        case ChildKind::file: {
+            Mapping mapping =
+                Mapping::file(file_dir, script.region_bytes,
+                              script.kind == ChildKind::shared ? MAP_SHARED : MAP_PRIVATE);
+            read_pages(mapping.data(), mapping.size());
+            return mapping;
+        }
+        case ChildKind::thp: {
+            Mapping mapping = Mapping::huge(script.region_bytes);
+            std::memset(mapping.data(), 0x5a, mapping.size());
+            return mapping;
+        }
+        default:
+            return {};
     }
 }
 
 // The child's life after fork: wait for 'g', run the script, report, wait for 'x'.
-[[noreturn]] void child_main(const ChildScript& script, const Mapping& inherited, int command_fd,
-                             int done_fd, bool start_at_once, int ignored_signal) {
+[[noreturn]] void child_main(const ChildScript& script, const Mapping& preload,
+                             const Mapping& region, int command_fd, int done_fd, bool start_at_once,
+                             int ignored_signal) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (ignored_signal != 0) {
         signal(ignored_signal, SIG_IGN);
@@ -110,29 +504,18 @@ void touch_pages(unsigned char* begin, std::uint64_t bytes) {
     if (!start_at_once && read_command(command_fd) != 'g') {
         _exit(0);
     }
-    const std::uint64_t cow = std::min(script.cow_bytes, inherited.size());
-    const std::uint64_t steps =
-        std::max<std::uint64_t>(1, (std::max(cow, script.leak_bytes) + kStep - 1) / kStep);
-    const auto pause = script.spread / static_cast<long>(steps);
-    std::vector<Mapping> leaked;
-    std::uint64_t cow_done = 0;
-    std::uint64_t leak_done = 0;
-    for (std::uint64_t step = 0; step < steps; ++step) {
-        const std::uint64_t cow_now = std::min(kStep, cow - cow_done);
-        touch_pages(inherited.data() + cow_done, cow_now);
-        cow_done += cow_now;
-        const std::uint64_t leak_now = std::min(kStep, script.leak_bytes - leak_done);
-        if (leak_now > 0) {
-            leaked.emplace_back(leak_now);
-            touch_pages(leaked.back().data(), leak_now);
-            leak_done += leak_now;
+    try {
+        const Kept kept = run_script(script, preload, region);
+        if (script.idle.count() > 0 && !idle_for(command_fd, script.idle)) {
+            _exit(0);
         }
-        if (pause.count() > 0) {
-            std::this_thread::sleep_for(pause);
+        write_all(done_fd, std::to_string(getpid()) + "\n");
+        while (read_command(command_fd) != 'x') {
         }
-    }
-    write_all(done_fd, std::to_string(getpid()) + "\n");
-    while (read_command(command_fd) != 'x') {
+        _exit(0);  // here, not after the block: a leak keeps what it leaked until the end
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "kr-fixture: child %s: %s\n", script.name.c_str(), e.what());
+        _exit(1);
     }
     _exit(0);
 }
@@ -143,12 +526,24 @@ struct RunningChild {
     int command_fd = -1;  // manager's end of the child's command pipe
 };
 
+std::string resolve_file_dir(const std::string& file_dir) {
+    if (!file_dir.empty()) {
+        return file_dir;
+    }
+    const char* tmpdir = std::getenv("TMPDIR");
+    return tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
+}
+
 class Manager {
 public:
     Manager(const WorkloadSpec& spec, int out_fd)
-        : spec_(spec), out_fd_(out_fd), preload_(spec.preload_bytes) {
+        : spec_(spec), out_fd_(out_fd), preload_(Mapping::anonymous(spec.preload_bytes)) {
         if (preload_.size() > 0) {
             std::memset(preload_.data(), 0x5a, preload_.size());
+        }
+        const std::string file_dir = resolve_file_dir(spec.file_dir);
+        for (const auto& script : spec_.children) {
+            regions_.push_back(make_region(script, file_dir));
         }
         int fds[2];
         if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -167,32 +562,22 @@ public:
     Manager(const Manager&) = delete;
     Manager& operator=(const Manager&) = delete;
 
-    void fork_child(const ChildScript& script) {
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC) != 0) {
-            throw Error(errno_message("pipe", errno));
+    // Forks the children that start with the manager.
+    void fork_initial() {
+        for (std::size_t i = 0; i < spec_.children.size(); ++i) {
+            if (!spec_.children[i].late) {
+                fork_child(spec_.children[i], regions_[i]);
+            }
         }
-        pid_t pid = fork();
-        if (pid < 0) {
-            throw Error(errno_message("fork", errno));
-        }
-        if (pid == 0) {
-            close(fds[1]);
-            child_main(script, preload_, fds[0], done_write_, spec_.start_at_once || script.late,
-                       spec_.children_ignore);
-        }
-        close(fds[0]);
-        children_.push_back({pid, &script, fds[1]});
-        say("child " + std::to_string(pid) + " " + script.name);
     }
 
     void go() {
         for (auto& child : children_) {
             write_all(child.command_fd, "g");
         }
-        for (const auto& script : spec_.children) {
-            if (script.late) {
-                fork_child(script);
+        for (std::size_t i = 0; i < spec_.children.size(); ++i) {
+            if (spec_.children[i].late) {
+                fork_child(spec_.children[i], regions_[i]);
             }
         }
         say("started");
@@ -245,7 +630,7 @@ public:
             children_.erase(it);
             say("exited " + std::to_string(pid) + " " + name);
             if (spec_.respawn) {
-                fork_child(respawn_script_);
+                fork_child(respawn_script_, no_region_);
                 say("respawned " + std::to_string(pid) + " " +
                     std::to_string(children_.back().pid));
             }
@@ -256,6 +641,25 @@ public:
     int done_fd() const { return done_read_; }
 
 private:
+    void fork_child(const ChildScript& script, const Mapping& region) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) != 0) {
+            throw Error(errno_message("pipe", errno));
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            throw Error(errno_message("fork", errno));
+        }
+        if (pid == 0) {
+            close(fds[1]);
+            child_main(script, preload_, region, fds[0], done_write_,
+                       spec_.start_at_once || script.late, spec_.children_ignore);
+        }
+        close(fds[0]);
+        children_.push_back({pid, &script, fds[1]});
+        say("child " + std::to_string(pid) + " " + script.name);
+    }
+
     static void stop(RunningChild& child) {
         if (child.command_fd >= 0) {
             write_all(child.command_fd, "x");
@@ -267,9 +671,11 @@ private:
     }
 
     const WorkloadSpec& spec_;
-    const ChildScript respawn_script_{"respawned", 0, 0, std::chrono::milliseconds(0), true};
+    const ChildScript respawn_script_{.name = "respawned", .late = true};
     int out_fd_;
     Mapping preload_;
+    std::vector<Mapping> regions_;  // per script in spec_.children, made before forking
+    const Mapping no_region_;
     int done_read_ = -1;
     int done_write_ = -1;
     std::vector<RunningChild> children_;
@@ -298,14 +704,46 @@ std::optional<std::string> read_line(int fd, std::string& buffer) {
     }
 }
 
+constexpr const char* kScriptSyntax =
+    "expected [NAME=][late:]KIND[@DURATION][+WORK], KIND one of idle, cow:SIZE, leak:SIZE, "
+    "mixed:SIZE:SIZE, shared:SIZE[xROUNDS], zero:SIZE, mprotect:SIZE[xROUNDS], file:SIZE, "
+    "thp:SIZE, warmup:SIZE@DURATION, burst:SIZE[@IDLE], swapleak:SIZE";
+
+// The trap kinds by name, and whether they take "xROUNDS".
+struct KindName {
+    std::string_view name;
+    ChildKind kind;
+    bool rounds;
+};
+constexpr KindName kTrapKinds[] = {
+    {"shared", ChildKind::shared, true},     {"zero", ChildKind::zero, false},
+    {"mprotect", ChildKind::mprotect, true}, {"file", ChildKind::file, false},
+    {"thp", ChildKind::thp, false},          {"warmup", ChildKind::warmup, false},
+    {"burst", ChildKind::burst, false},      {"swapleak", ChildKind::swapleak, false},
+};
+
 }  // namespace
 
 ChildScript parse_child_script(std::string_view text) {
     const std::string original(text);
-    auto fail = [&original]() -> UsageError {
-        return UsageError(
-            "invalid child script \"" + original +
-            "\": expected [NAME=][late:](idle|cow:SIZE|leak:SIZE|mixed:SIZE:SIZE)[@DURATION]");
+    auto fail = [&original](const std::string& why) -> UsageError {
+        return UsageError("invalid child script \"" + original + "\": " + why + "; " +
+                          kScriptSyntax);
+    };
+    // parse_size and parse_duration name the bad part; this names the script too.
+    auto size_of = [&fail](std::string_view part) {
+        try {
+            return parse_size(part);
+        } catch (const UsageError& e) {
+            throw fail(e.what());
+        }
+    };
+    auto duration_of = [&fail](std::string_view part) {
+        try {
+            return parse_duration(part);
+        } catch (const UsageError& e) {
+            throw fail(e.what());
+        }
     };
     ChildScript script;
     std::string explicit_name;
@@ -313,15 +751,23 @@ ChildScript parse_child_script(std::string_view text) {
         explicit_name = std::string(text.substr(0, equals));
         text.remove_prefix(equals + 1);
         if (explicit_name.empty()) {
-            throw fail();
+            throw fail("empty name");
         }
     }
     if (text.starts_with("late:")) {
         script.late = true;
         text.remove_prefix(5);
     }
+    if (auto plus = text.find('+'); plus != std::string_view::npos) {
+        if (plus + 1 == text.size()) {
+            throw fail("\"+\" without a duration of work");
+        }
+        script.work = duration_of(text.substr(plus + 1));
+        text = text.substr(0, plus);
+    }
+    std::optional<milliseconds> duration;
     if (auto at = text.find('@'); at != std::string_view::npos) {
-        script.spread = parse_duration(text.substr(at + 1));
+        duration = duration_of(text.substr(at + 1));
         text = text.substr(0, at);
     }
     std::vector<std::string_view> parts;
@@ -333,35 +779,132 @@ ChildScript parse_child_script(std::string_view text) {
         }
         text.remove_prefix(colon + 1);
     }
-    script.name = explicit_name.empty() ? (script.late ? "late-" : "") + std::string(parts[0])
-                                        : explicit_name;
-    if (parts[0] == "idle" && parts.size() == 1) {
+    const std::string_view kind = parts[0];
+    script.name =
+        explicit_name.empty() ? (script.late ? "late-" : "") + std::string(kind) : explicit_name;
+    script.spread = duration.value_or(milliseconds(0));
+    if (kind == "idle" && parts.size() == 1) {
         return script;
     }
-    if (parts[0] == "cow" && parts.size() == 2) {
-        script.cow_bytes = parse_size(parts[1]);
+    if (kind == "cow" && parts.size() == 2) {
+        script.cow_bytes = size_of(parts[1]);
         return script;
     }
-    if (parts[0] == "leak" && parts.size() == 2) {
-        script.leak_bytes = parse_size(parts[1]);
+    if (kind == "leak" && parts.size() == 2) {
+        script.leak_bytes = size_of(parts[1]);
         return script;
     }
-    if (parts[0] == "mixed" && parts.size() == 3) {
-        script.cow_bytes = parse_size(parts[1]);
-        script.leak_bytes = parse_size(parts[2]);
+    if (kind == "mixed" && parts.size() == 3) {
+        script.cow_bytes = size_of(parts[1]);
+        script.leak_bytes = size_of(parts[2]);
         return script;
     }
-    throw fail();
+    const auto* known = std::find_if(std::begin(kTrapKinds), std::end(kTrapKinds),
+                                     [kind](const KindName& k) { return k.name == kind; });
+    if (known == std::end(kTrapKinds)) {
+        throw fail(parts.size() == 1 && kind.empty() ? "no kind" : "unknown kind or arguments");
+    }
+    if (parts.size() != 2) {
+        throw fail(std::string(kind) + " takes one argument, a size");
+    }
+    script.kind = known->kind;
+    std::string_view size_text = parts[1];
+    if (known->rounds) {
+        script.rounds = kDefaultRounds;
+        if (auto x = size_text.find('x'); x != std::string_view::npos) {
+            const std::string_view rounds_text = size_text.substr(x + 1);
+            size_text = size_text.substr(0, x);
+            int rounds = 0;
+            const auto [end, error] = std::from_chars(
+                rounds_text.data(), rounds_text.data() + rounds_text.size(), rounds);
+            if (rounds_text.empty() || error != std::errc() ||
+                end != rounds_text.data() + rounds_text.size() || rounds < 1 ||
+                rounds > kMaxRounds) {
+                throw fail("rounds must be a whole number from 1 to " + std::to_string(kMaxRounds));
+            }
+            script.rounds = rounds;
+        }
+    }
+    const std::uint64_t bytes = size_of(size_text);
+    if (bytes == 0) {
+        throw fail("the size must be above zero");
+    }
+    switch (script.kind) {
+        case ChildKind::thp:
+            if (bytes % kHugePage != 0) {
+                throw fail("a thp: size must be a multiple of 2 MiB");
+            }
+            [[fallthrough]];
+        case ChildKind::shared:
+        case ChildKind::zero:
+        case ChildKind::mprotect:
+        case ChildKind::file:
+            script.region_bytes = bytes;
+            break;
+        case ChildKind::warmup:
+            if (!duration || duration->count() == 0) {
+                throw fail("warmup: needs @DURATION, the length of its run");
+            }
+            script.leak_bytes = bytes;
+            break;
+        case ChildKind::burst:
+            script.leak_bytes = bytes;
+            script.idle = script.spread;  // burst's @ is its idle time, not a spread
+            script.spread = milliseconds(0);
+            break;
+        case ChildKind::swapleak:
+            script.leak_bytes = bytes;
+            break;
+        case ChildKind::plain:
+            break;
+    }
+    return script;
+}
+
+ScriptTruth script_truth(const ChildScript& script, std::uint64_t preload_bytes) {
+    ScriptTruth truth;
+    truth.busy_cpu = script.work;
+    const std::uint64_t region = round_to_pages(script.region_bytes);
+    const std::uint64_t leak = round_to_pages(script.leak_bytes);
+    switch (script.kind) {
+        case ChildKind::plain:
+            truth.cow_bytes = round_to_pages(std::min(script.cow_bytes, preload_bytes));
+            truth.growth_bytes = leak;
+            break;
+        case ChildKind::shared:
+            break;
+        case ChildKind::zero:
+        case ChildKind::mprotect:
+            truth.growth_bytes = region;
+            break;
+        case ChildKind::file:
+            truth.cow_bytes = region;
+            truth.anon_rise_bytes = region;  // page cache copied into anon pages
+            break;
+        case ChildKind::thp:
+            truth.cow_bytes = region;
+            break;
+        case ChildKind::warmup:
+            truth.growth_bytes = leak;
+            truth.busy_cpu += kWarmupTickCpu * warmup_plan(script.spread).ticks;
+            break;
+        case ChildKind::burst:
+            truth.growth_bytes = leak;
+            truth.busy_cpu += kRequestCpu * static_cast<std::int64_t>(steps_for(leak));
+            break;
+        case ChildKind::swapleak:
+            truth.growth_bytes = leak;
+            break;
+    }
+    truth.anon_rise_bytes += truth.growth_bytes;
+    truth.leak = truth.growth_bytes > 0 && script.kind != ChildKind::warmup;
+    return truth;
 }
 
 int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd) {
     Manager manager(spec, out_fd);
     manager.say("manager " + std::to_string(getpid()));
-    for (const auto& script : spec.children) {
-        if (!script.late) {
-            manager.fork_child(script);
-        }
-    }
+    manager.fork_initial();
     manager.say("ready");
     if (spec.start_at_once) {
         manager.go();
@@ -400,9 +943,9 @@ WorkloadSpec demo_workload() {
     WorkloadSpec spec;
     spec.preload_bytes = 128ULL << 20;
     spec.start_at_once = true;
-    spec.children.push_back({"cow", 96ULL << 20, 0, 8s, false});
-    spec.children.push_back({"leak", 0, 60ULL << 20, 12s, false});
-    spec.children.push_back({"idle", 0, 0, 0ms, false});
+    spec.children.push_back({.name = "cow", .cow_bytes = 96ULL << 20, .spread = 8s});
+    spec.children.push_back({.name = "leak", .leak_bytes = 60ULL << 20, .spread = 12s});
+    spec.children.push_back({.name = "idle"});
     return spec;
 }
 
