@@ -2,8 +2,9 @@
 /*
  * kidreaper's kernel side: count what each tracked child of a pre-fork manager
  * does to memory. Small and dumb on purpose: it counts and records, the loader
- * judges. Raw tracepoints only (no tracefs, no kprobes needed); one optional
- * kprobe for exact COW copies where the kernel has kprobes.
+ * judges. Raw tracepoints only (no tracefs, no kprobes needed); where the kernel
+ * has bpf_find_vma (5.17+) the fault hooks also classify write faults by the mapping
+ * they hit, and one optional kprobe counts exact COW copies where kprobes exist.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -15,6 +16,8 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define PF_EXITING_FLAG 0x00000004 /* task->flags bit: the task is exiting */
+#define VM_SHARED_FLAG 0x00000008  /* vma->vm_flags bit: a MAP_SHARED mapping */
+#define PAGE_MAPPING_ANON_BIT 0x1  /* page->mapping low bit: an anonymous page */
 #define PAGE_SHIFT_4K 12
 
 /* Managers whose new children the fork hook adds. */
@@ -67,11 +70,21 @@ struct {
 	__type(value, __u64);
 } cow_sites SEC(".maps");
 
+/* See struct kr_pending_fault in the ABI header. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kr_pending_fault);
+} pending_fault SEC(".maps");
+
 /* Set by the loader before load; the verifier prunes what they switch off. */
 const volatile bool record_cow_sites = false;
 const volatile __u32 cow_sample_mask = 7; /* record one COW-class fault in (mask + 1) per CPU */
 /* Read one rss_stat event in (mask + 1): 0 where events are batched already (before 6.2). */
 const volatile __u32 rss_sample_mask = 0;
+/* Pair present-page write faults with the counter changes they make (6.2+ and vma mode). */
+const volatile bool pair_rss_changes = false;
 
 /* Linux 5.5-6.1 kept the mm counters in an array of atomics (struct mm_rss_stat). */
 struct mm_rss_stat___v5 {
@@ -132,6 +145,22 @@ static __always_inline void record_mem(struct kr_child *child, struct mm_struct 
 	child->flags |= KR_CHILD_MEM_SEEN;
 }
 
+/*
+ * Reclaim swaps a child's pages out from another context, which the rss_stat hook does
+ * not follow: ANON and SWAP stay stale together, so their sum stays right. Reading the
+ * two together at the child's own changes keeps the sum right afterwards too.
+ */
+static __always_inline void record_mem_change(struct kr_child *child, struct mm_struct *mm,
+					      int member)
+{
+	if (member == KR_MEM_ANON || member == KR_MEM_SWAP) {
+		record_mem(child, mm, KR_MEM_ANON);
+		record_mem(child, mm, KR_MEM_SWAP);
+		return;
+	}
+	record_mem(child, mm, member);
+}
+
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -155,6 +184,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	for (int kind = 0; kind < KR_MEM_KINDS; kind++)
 		record_mem(&entry, mm, kind);
 	entry.anon_start_bytes = entry.mem_bytes[KR_MEM_ANON];
+	entry.swap_start_bytes = entry.mem_bytes[KR_MEM_SWAP];
 
 	if (!bpf_map_lookup_elem(&children, &tgid))
 		__sync_fetch_and_add(&tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)], 1);
@@ -180,10 +210,56 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	return 0;
 }
 
+/* The child's fault counters on this CPU: its array slot, else its hash entry. */
+static __always_inline struct kr_faults *fault_counters(__u32 tgid)
+{
+	__u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+
+	if (slot_owner[slot] == tgid)
+		return bpf_map_lookup_elem(&slot_faults, &slot);
+	return bpf_map_lookup_elem(&faults, &tgid);
+}
+
+/*
+ * A counter change made inside the present-page write fault pending on this CPU tells
+ * what that fault did: ANON rising alone is a new page (the zero page filled), FILE
+ * falling then ANON rising is a private file page copied; no change is a copy of an
+ * inherited anonymous page (or a reuse).
+ */
+static __always_inline void pair_with_pending_fault(__u64 pid_tgid, struct task_struct *current,
+						    int member)
+{
+	__u32 zero = 0;
+	struct kr_pending_fault *pending = bpf_map_lookup_elem(&pending_fault, &zero);
+	struct kr_faults *counts;
+
+	if (!pending || pending->pid_tgid != pid_tgid)
+		return;
+	if (BPF_CORE_READ(current, min_flt) != pending->min_flt) {
+		pending->pid_tgid = 0; /* that fault has ended */
+		return;
+	}
+	if (member == KR_MEM_FILE) {
+		pending->file_dropped = 1;
+		return;
+	}
+	if (member != KR_MEM_ANON)
+		return;
+	counts = fault_counters(pid_tgid >> 32);
+	if (counts) {
+		if (pending->file_dropped)
+			counts->paired_file_copies++;
+		else
+			counts->paired_zero_fills++;
+	}
+	pending->pid_tgid = 0;
+}
+
 SEC("raw_tp/rss_stat")
 int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
 	struct task_struct *current;
 	struct kr_child *child;
 
@@ -194,10 +270,12 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	 */
 	if (!maybe_tracked(tgid))
 		return 0;
+	current = (void *)bpf_get_current_task();
+	if (pair_rss_changes)
+		pair_with_pending_fault(pid_tgid, current, member);
 	/* The value read is absolute: reading one event in (mask + 1) only delays it. */
 	if (rss_sample_mask && (bpf_get_prandom_u32() & rss_sample_mask))
 		return 0;
-	current = (void *)bpf_get_current_task();
 	if (BPF_CORE_READ(current, mm) != mm) /* not the child's own mm */
 		return 0;
 	/* Keep what the child had: ignore the teardown of an exiting mm. */
@@ -206,18 +284,8 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	child = bpf_map_lookup_elem(&children, &tgid);
 	if (!child)
 		return 0;
-	record_mem(child, mm, member);
+	record_mem_change(child, mm, member);
 	return 0;
-}
-
-/* The child's fault counters on this CPU: its array slot, else its hash entry. */
-static __always_inline struct kr_faults *fault_counters(__u32 tgid)
-{
-	__u32 slot = tgid & (KR_FAULT_SLOTS - 1);
-
-	if (slot_owner[slot] == tgid)
-		return bpf_map_lookup_elem(&slot_faults, &slot);
-	return bpf_map_lookup_elem(&faults, &tgid);
 }
 
 static __always_inline void count_site(__u32 tgid, __u32 kind, __u64 address)
@@ -242,11 +310,78 @@ static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned
 		count_site(tgid, KR_SITE_CODE, BPF_CORE_READ(regs, ip));
 }
 
-static __always_inline void count_fault(unsigned long address, unsigned long error_code,
-					struct pt_regs *regs, bool user_mode)
+/* What bpf_find_vma's callback learns of the faulting mapping. */
+struct vma_facts {
+	__u64 flags;
+	bool file;	     /* backed by a file */
+	bool inherited_anon; /* its anon_vma was forked from the parent's */
+};
+
+static long read_vma_facts(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct vma_facts *facts = data;
+	struct anon_vma *anon = BPF_CORE_READ(vma, anon_vma);
+
+	facts->flags = BPF_CORE_READ(vma, vm_flags);
+	facts->file = BPF_CORE_READ(vma, vm_file) != NULL;
+	/* anon_vma_fork() gives the child's anon_vma the parent's root; one the child
+	 * made itself is its own root. */
+	facts->inherited_anon = anon && BPF_CORE_READ(anon, root) != anon;
+	return 0;
+}
+
+/*
+ * Classifies a write fault by its mapping (vma_* counters; a present-page write whose
+ * mapping cannot be read counts in vma_unknown), and leaves a present-page write to inherited or
+ * file memory pending for pair_with_pending_fault().
+ */
+static __always_inline void count_write_by_vma(struct kr_faults *counts, __u64 pid_tgid,
+					       unsigned long address, bool present)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct vma_facts facts = {};
+	struct kr_pending_fault *pending;
+	__u32 zero = 0;
+
+	if (bpf_find_vma(task, address, read_vma_facts, &facts, 0) != 0) {
+		if (present)
+			counts->vma_unknown++;
+		return;
+	}
+	if (facts.flags & VM_SHARED_FLAG) {
+		counts->vma_shared_writes++;
+		return;
+	}
+	if (!present) {
+		if (facts.file)
+			counts->vma_file_fills++;
+		return;
+	}
+	if (facts.inherited_anon)
+		counts->vma_inherited_anon_writes++;
+	else if (facts.file)
+		counts->vma_file_writes++;
+	else {
+		counts->vma_own_writes++;
+		return;
+	}
+	if (!pair_rss_changes)
+		return;
+	pending = bpf_map_lookup_elem(&pending_fault, &zero);
+	if (pending) {
+		pending->pid_tgid = pid_tgid;
+		pending->min_flt = BPF_CORE_READ(task, min_flt);
+		pending->file_dropped = 0;
+	}
+}
+
+static __always_inline void count_fault(unsigned long address, unsigned long error_code,
+					struct pt_regs *regs, bool user_mode, bool by_vma)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
 	struct kr_faults *counts;
+	bool present;
 
 	if (!maybe_tracked(tgid))
 		return;
@@ -255,32 +390,53 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 		return;
 	if (!user_mode && (address >> 63)) /* kernel address: not the child's memory */
 		return;
-	if ((error_code & (KR_PF_WRITE | KR_PF_PROT)) == (KR_PF_WRITE | KR_PF_PROT)) {
-		if (user_mode) {
-			counts->write_present_user++;
-			sample_cow_site(tgid, counts->write_present_user, address, regs);
-		} else {
-			counts->write_present_kernel++;
-			sample_cow_site(tgid, counts->write_present_kernel, address, NULL);
-		}
-	} else if (error_code & KR_PF_WRITE) {
-		counts->write_absent++;
-	} else {
+	if (!(error_code & KR_PF_WRITE)) {
 		counts->other++;
+		return;
 	}
+	present = error_code & KR_PF_PROT;
+	if (present && user_mode) {
+		counts->write_present_user++;
+		sample_cow_site(tgid, counts->write_present_user, address, regs);
+	} else if (present) {
+		counts->write_present_kernel++;
+		sample_cow_site(tgid, counts->write_present_kernel, address, NULL);
+	} else {
+		counts->write_absent++;
+	}
+	if (by_vma)
+		count_write_by_vma(counts, pid_tgid, address, present);
 }
 
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(on_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, true);
+	count_fault(address, error_code, regs, true, false);
 	return 0;
 }
 
 SEC("raw_tp/page_fault_kernel")
 int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, false);
+	count_fault(address, error_code, regs, false, false);
+	return 0;
+}
+
+/* The same, also classifying write faults by mapping: loaded instead where bpf_find_vma
+ * is accepted (5.17+). */
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(on_fault_user_vma, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	count_fault(address, error_code, regs, true, true);
+	return 0;
+}
+
+SEC("raw_tp/page_fault_kernel")
+int BPF_PROG(on_fault_kernel_vma, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	count_fault(address, error_code, regs, false, true);
 	return 0;
 }
 
@@ -290,15 +446,35 @@ int BPF_KPROBE(on_wp_page_copy, struct vm_fault *vmf)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
+	struct page *old;
 
 	if (!maybe_tracked(tgid))
 		return 0;
 	counts = fault_counters(tgid);
 	if (!counts)
 		return 0;
-	if (BPF_CORE_READ(vmf, page))
+	old = BPF_CORE_READ(vmf, page);
+	if (!old)
+		counts->zero_page_copies++;
+	else if ((unsigned long)BPF_CORE_READ(old, mapping) & PAGE_MAPPING_ANON_BIT)
 		counts->cow_copies++;
 	else
-		counts->zero_page_copies++;
+		counts->file_copies++;
+	return 0;
+}
+
+/* Optional precision: a private file page copied on a write to a page not present
+ * (do_cow_fault sets cow_page before finish_fault). Loaded with the kprobe above. */
+SEC("kprobe/finish_fault")
+int BPF_KPROBE(on_finish_fault, struct vm_fault *vmf)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct kr_faults *counts;
+
+	if (!maybe_tracked(tgid) || !BPF_CORE_READ(vmf, cow_page))
+		return 0;
+	counts = fault_counters(tgid);
+	if (counts)
+		counts->fill_copies++;
 	return 0;
 }

@@ -138,7 +138,7 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     if (!proc.stat(manager)) {
         throw Error("no process " + std::to_string(manager));
     }
-    Observer observer({.exact_cow = features.exact_cow(), .record_cow_sites = true}, log);
+    Observer observer({.cow = features.cow_source(), .record_cow_sites = true}, log);
     SignalGate signals;
     Watcher watcher(observer, proc, manager);
     Progress progress;
@@ -178,7 +178,7 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     Diagnosis diagnosis = diagnose_children(watcher.children(), summary, options.limit);
     diagnosis.window_seconds = watcher.elapsed_seconds();
     diagnosis.interval_seconds = static_cast<double>(options.interval.count()) / 1000.0;
-    diagnosis.mode = observer_mode(observer.exact_cow());
+    diagnosis.mode = cow_source_name(observer.cow_source());
     attribute_children_cow(diagnosis, observer.read_cow_sites(), observer.cow_sample_period(),
                            proc);
     if (options.format == OutputFormat::json) {

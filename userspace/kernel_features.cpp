@@ -5,9 +5,11 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string_view>
 
@@ -40,7 +42,10 @@ bool mounted(const std::filesystem::path& proc, std::string_view fstype) {
     return false;
 }
 
-bool kallsyms_has(const std::filesystem::path& proc, std::string_view symbol) {
+// Which of `wanted` /proc/kallsyms lists (one pass over its lines).
+std::set<std::string, std::less<>> kallsyms_find(const std::filesystem::path& proc,
+                                                 std::initializer_list<std::string_view> wanted) {
+    std::set<std::string, std::less<>> found;
     std::ifstream kallsyms(proc / "kallsyms");
     std::string address;
     std::string kind;
@@ -48,11 +53,12 @@ bool kallsyms_has(const std::filesystem::path& proc, std::string_view symbol) {
     std::string line;
     while (std::getline(kallsyms, line)) {
         std::istringstream fields(line);
-        if (fields >> address >> kind >> name && name == symbol) {
-            return true;
+        if (fields >> address >> kind >> name &&
+            std::find(wanted.begin(), wanted.end(), name) != wanted.end()) {
+            found.insert(name);
         }
     }
-    return false;
+    return found;
 }
 
 }  // namespace
@@ -86,18 +92,24 @@ KernelFeatures probe_features(const SystemPaths& paths) {
         features.tp_rss_stat = btf_has_tracepoint(vmlinux.get(), "rss_stat");
         features.tp_sched_process_fork = btf_has_tracepoint(vmlinux.get(), "sched_process_fork");
         features.tp_sched_process_exit = btf_has_tracepoint(vmlinux.get(), "sched_process_exit");
+        features.rss_stat_per_change =
+            btf__find_by_name_kind(vmlinux.get(), "mm_rss_stat", BTF_KIND_STRUCT) < 0;
     }
     if (features.is_root) {
         features.raw_tracepoint_prog =
             libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, nullptr) == 1;
         features.percpu_hash_map =
             libbpf_probe_bpf_map_type(BPF_MAP_TYPE_PERCPU_HASH, nullptr) == 1;
+        features.find_vma_helper =
+            libbpf_probe_bpf_helper(BPF_PROG_TYPE_RAW_TRACEPOINT, BPF_FUNC_find_vma, nullptr) == 1;
     }
     features.tracefs_mounted = mounted(paths.proc, "tracefs");
     std::error_code ignored;
     features.kprobe_pmu =
         std::filesystem::exists(paths.sys / "bus/event_source/devices/kprobe", ignored);
-    features.wp_page_copy_symbol = kallsyms_has(paths.proc, "wp_page_copy");
+    const auto symbols = kallsyms_find(paths.proc, {"wp_page_copy", "finish_fault"});
+    features.wp_page_copy_symbol = symbols.contains("wp_page_copy");
+    features.finish_fault_symbol = symbols.contains("finish_fault");
     return features;
 }
 
@@ -150,13 +162,6 @@ KernelFeatures require_usable_kernel(const SystemPaths& paths) {
     return features;
 }
 
-std::string observer_mode(bool exact_cow) {
-    if (exact_cow) {
-        return "raw tracepoints + kprobe wp_page_copy (exact COW copies)";
-    }
-    return "raw tracepoints (COW class from fault codes)";
-}
-
 std::string format_features(const KernelFeatures& f) {
     std::ostringstream out;
     auto line = [&out](std::string_view name, bool value, std::string_view note = {}) {
@@ -179,9 +184,12 @@ std::string format_features(const KernelFeatures& f) {
     line("tracefs mounted", f.tracefs_mounted, "not needed");
     line("kprobe PMU", f.kprobe_pmu, "optional");
     line("wp_page_copy symbol", f.wp_page_copy_symbol, "optional");
+    line("finish_fault symbol", f.finish_fault_symbol, "optional");
+    line("bpf_find_vma in raw tracepoints", f.find_vma_helper, "optional, 5.17+");
+    line("every mm counter change traced", f.rss_stat_per_change, "optional, 6.2+");
     const auto problems = blocking_problems(f);
     if (problems.empty()) {
-        out << "usable: yes\nmode: " << observer_mode(f.exact_cow()) << '\n';
+        out << "usable: yes\nmode: " << cow_source_name(f.cow_source()) << '\n';
     } else {
         out << "usable: no\n";
         for (const auto& problem : problems) {

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "cow_accounting.h"
+
 namespace kidreaper {
 
 // Where to look; tests point these at fake trees.
@@ -30,9 +32,20 @@ struct KernelFeatures {
     bool tp_sched_process_exit = false;
     bool kprobe_pmu = false;           // /sys/bus/event_source/devices/kprobe
     bool wp_page_copy_symbol = false;  // wp_page_copy in kallsyms (not inlined)
+    bool finish_fault_symbol = false;  // finish_fault in kallsyms
+    bool find_vma_helper = false;      // bpf_find_vma accepted in raw tracepoints (5.17+)
+    // Every mm counter change is traced (6.2+: no struct mm_rss_stat in BTF).
+    bool rss_stat_per_change = false;
 
     // Exact COW counting through a kprobe on wp_page_copy is possible.
     bool exact_cow() const { return kprobe_pmu && wp_page_copy_symbol; }
+    // The best way this kernel offers to tell COW from other write faults.
+    CowSource cow_source() const {
+        return {.exact = exact_cow(),
+                .exact_fills = exact_cow() && finish_fault_symbol,
+                .by_vma = find_vma_helper,
+                .paired = find_vma_helper && rss_stat_per_change};
+    }
 };
 
 // Probes the kernel. Never throws; unknown facts stay false.
@@ -45,9 +58,6 @@ std::vector<std::string> blocking_problems(const KernelFeatures& features);
 // Probes the kernel and returns what it offers; throws Error with the first blocking
 // problem when kidreaper cannot run on it.
 KernelFeatures require_usable_kernel(const SystemPaths& paths = {});
-
-// The observer mode's name, e.g. "raw tracepoints + kprobe wp_page_copy (exact COW copies)".
-std::string observer_mode(bool exact_cow);
 
 // Human report for `kidreaper check`: one line per feature, then the mode or the problems.
 std::string format_features(const KernelFeatures& features);

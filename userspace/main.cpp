@@ -30,9 +30,9 @@ int run_check(const Logger& log) {
         return 1;
     }
     // Prove it: load and attach the programs, then detach.
-    const Observer observer({.exact_cow = features.exact_cow()}, log);
+    const Observer observer({.cow = features.cow_source()}, log);
     std::printf("BPF programs: loaded and attached (mode: %s)\n",
-                observer_mode(observer.exact_cow()).c_str());
+                cow_source_name(observer.cow_source()).c_str());
     return 0;
 }
 

@@ -42,6 +42,16 @@ FaultCounts& FaultCounts::operator+=(const kr_faults& cpu) {
     other += cpu.other;
     cow_copies += cpu.cow_copies;
     zero_page_copies += cpu.zero_page_copies;
+    file_copies += cpu.file_copies;
+    vma_shared_writes += cpu.vma_shared_writes;
+    vma_inherited_anon_writes += cpu.vma_inherited_anon_writes;
+    vma_file_writes += cpu.vma_file_writes;
+    vma_own_writes += cpu.vma_own_writes;
+    vma_file_fills += cpu.vma_file_fills;
+    vma_unknown += cpu.vma_unknown;
+    paired_zero_fills += cpu.paired_zero_fills;
+    paired_file_copies += cpu.paired_file_copies;
+    fill_copies += cpu.fill_copies;
     return *this;
 }
 
@@ -59,9 +69,17 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     if (skel_ == nullptr) {
         throw Error(libbpf_error("cannot open the BPF object", -errno));
     }
-    exact_cow_ = options.exact_cow;
+    source_.exact = options.cow.exact;
+    source_.exact_fills = options.cow.exact && options.cow.exact_fills;
+    source_.by_vma = options.cow.by_vma;
+    source_.paired = options.cow.by_vma && options.cow.paired && rss_stat_per_change();
     batch_lookups_ = options.batch_lookups;
-    bpf_program__set_autoload(skel_->progs.on_wp_page_copy, exact_cow_);
+    bpf_program__set_autoload(skel_->progs.on_wp_page_copy, source_.exact);
+    bpf_program__set_autoload(skel_->progs.on_finish_fault, source_.exact_fills);
+    bpf_program__set_autoload(skel_->progs.on_fault_user, !source_.by_vma);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel, !source_.by_vma);
+    bpf_program__set_autoload(skel_->progs.on_fault_user_vma, source_.by_vma);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel_vma, source_.by_vma);
     const std::uint32_t period = options.cow_sample_period;
     if (period == 0 || (period & (period - 1)) != 0) {
         observer_bpf__destroy(skel_);
@@ -73,6 +91,7 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
     // one event in 8 there. A sampled-out event only delays the absolute value it carries.
     skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
+    skel_->rodata->pair_rss_changes = source_.paired;
     if (int err = observer_bpf__load(skel_); err != 0) {
         observer_bpf__destroy(skel_);
         if (err == -EPERM || err == -EACCES) {
@@ -97,12 +116,16 @@ void Observer::attach(const Logger& log) {
         bpf_link** link;
         const char* name;
     };
+    const bool by_vma = source_.by_vma;
     const Required required[] = {
         {skel_->progs.on_fork, &skel_->links.on_fork, "sched_process_fork"},
         {skel_->progs.on_exit, &skel_->links.on_exit, "sched_process_exit"},
         {skel_->progs.on_rss_stat, &skel_->links.on_rss_stat, "rss_stat"},
-        {skel_->progs.on_fault_user, &skel_->links.on_fault_user, "page_fault_user"},
-        {skel_->progs.on_fault_kernel, &skel_->links.on_fault_kernel, "page_fault_kernel"},
+        {by_vma ? skel_->progs.on_fault_user_vma : skel_->progs.on_fault_user,
+         by_vma ? &skel_->links.on_fault_user_vma : &skel_->links.on_fault_user, "page_fault_user"},
+        {by_vma ? skel_->progs.on_fault_kernel_vma : skel_->progs.on_fault_kernel,
+         by_vma ? &skel_->links.on_fault_kernel_vma : &skel_->links.on_fault_kernel,
+         "page_fault_kernel"},
     };
     for (const auto& entry : required) {
         *entry.link = bpf_program__attach(entry.program);
@@ -111,12 +134,22 @@ void Observer::attach(const Logger& log) {
                 libbpf_error(std::string("cannot attach to raw tracepoint ") + entry.name, -errno));
         }
     }
-    if (exact_cow_) {
+    if (source_.exact) {
         skel_->links.on_wp_page_copy = bpf_program__attach(skel_->progs.on_wp_page_copy);
         if (skel_->links.on_wp_page_copy == nullptr) {
-            log.warn(libbpf_error("kprobe on wp_page_copy unavailable, counting COW by fault class",
+            log.warn(libbpf_error("kprobe on wp_page_copy unavailable, counting COW without it",
                                   -errno));
-            exact_cow_ = false;
+            source_.exact = false;
+        }
+    }
+    if (source_.exact_fills) {
+        skel_->links.on_finish_fault =
+            source_.exact ? bpf_program__attach(skel_->progs.on_finish_fault) : nullptr;
+        if (skel_->links.on_finish_fault == nullptr) {
+            log.warn(
+                "kprobe on finish_fault unavailable: file copies on first write are "
+                "taken from the mapping, or as growth");
+            source_.exact_fills = false;
         }
     }
 }
@@ -149,6 +182,7 @@ bool Observer::add_child(pid_t child, pid_t manager,
         entry.mem_bytes[kind] = mem_bytes[kind];
     }
     entry.anon_start_bytes = mem_bytes[KR_MEM_ANON];
+    entry.swap_start_bytes = mem_bytes[KR_MEM_SWAP];
     if (bpf_map__update_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry),
                              BPF_NOEXIST) != 0) {
         if (errno == EEXIST) {
@@ -242,6 +276,7 @@ ChildReading Observer::to_reading(pid_t pid, const kr_child& entry) {
         reading.mem_bytes[kind] = entry.mem_bytes[kind];
     }
     reading.anon_start_bytes = entry.anon_start_bytes;
+    reading.swap_start_bytes = entry.swap_start_bytes;
     return reading;
 }
 

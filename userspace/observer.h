@@ -9,8 +9,10 @@
 #include <optional>
 #include <vector>
 
+#include "cow_accounting.h"
 #include "kidreaper/abi.h"
 #include "log.h"
+#include "readings.h"
 
 struct observer_bpf;
 
@@ -18,46 +20,11 @@ namespace kidreaper {
 
 class ProcFs;
 
-// Fault counters of one child, summed over CPUs (see struct kr_faults).
-struct FaultCounts {
-    std::uint64_t write_present_user = 0;
-    std::uint64_t write_present_kernel = 0;
-    std::uint64_t write_absent = 0;
-    std::uint64_t other = 0;
-    std::uint64_t cow_copies = 0;
-    std::uint64_t zero_page_copies = 0;
-
-    // Write faults on present pages, user and kernel mode: the COW class.
-    std::uint64_t write_present() const { return write_present_user + write_present_kernel; }
-    FaultCounts& operator+=(const kr_faults& cpu);
-};
-
-// One read of one tracked child's map entries.
-struct ChildReading {
-    pid_t pid = 0;
-    pid_t manager = 0;
-    std::uint32_t flags = 0;  // enum kr_child_flags
-    std::uint64_t fork_ns = 0;
-    std::uint64_t exit_ns = 0;
-    std::array<std::uint64_t, KR_MEM_KINDS> mem_bytes{};  // by enum kr_mem_kind
-    std::uint64_t anon_start_bytes = 0;                   // anon when tracking began
-    FaultCounts faults;
-
-    bool exited() const { return (flags & KR_CHILD_EXITED) != 0; }
-    bool mem_seen() const { return (flags & KR_CHILD_MEM_SEEN) != 0; }
-    // Fresh anonymous memory gained since tracking began (COW copies do not change it).
-    std::uint64_t anon_growth_bytes() const {
-        return mem_bytes[KR_MEM_ANON] > anon_start_bytes ? mem_bytes[KR_MEM_ANON] - anon_start_bytes
-                                                         : 0;
-    }
-    std::uint64_t rss_bytes() const {
-        return mem_bytes[KR_MEM_FILE] + mem_bytes[KR_MEM_ANON] + mem_bytes[KR_MEM_SHMEM];
-    }
-};
-
 struct ObserverOptions {
-    bool exact_cow = false;         // load and attach the wp_page_copy kprobe (see KernelFeatures)
-    bool record_cow_sites = false;  // sample where COW-class faults land (diagnose)
+    // What to load (KernelFeatures::cow_source() gives what the kernel offers); a kprobe
+    // that fails to attach is dropped with a warning, pairing needs a 6.2+ kernel.
+    CowSource cow;
+    bool record_cow_sites = false;        // sample where COW-class faults land (diagnose)
     std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
     bool batch_lookups = true;  // read maps with BPF_MAP_LOOKUP_BATCH where the kernel can
 };
@@ -105,7 +72,9 @@ public:
     }
 
     // Whether the exact-COW kprobe is attached.
-    bool exact_cow() const { return exact_cow_; }
+    bool exact_cow() const { return source_.exact; }
+    // How COW is told from other write faults, as loaded and attached.
+    const CowSource& cow_source() const { return source_; }
 
     // The clock of kr_child's *_ns fields (CLOCK_MONOTONIC, as bpf_ktime_get_ns()).
     static std::uint64_t now_ns();
@@ -123,7 +92,7 @@ private:
 
     observer_bpf* skel_ = nullptr;
     int possible_cpus_ = 0;
-    bool exact_cow_ = false;
+    CowSource source_;
     std::uint32_t cow_sample_period_ = 1;
     mutable bool batch_lookups_ = true;  // cleared when the kernel has no batch map ops
 };

@@ -247,6 +247,8 @@ std::optional<ProcStat> parse_stat(std::string_view text) {
     }
     constexpr int kFirstField = 3;  // STATE, the first field after COMM
     constexpr int kPpidField = 4;
+    constexpr int kUtimeField = 14;
+    constexpr int kStimeField = 15;
     constexpr int kStartField = 22;
     for (int field = kFirstField; field <= kStartField; ++field) {
         const std::string_view token = next_token(rest);
@@ -264,15 +266,22 @@ std::optional<ProcStat> parse_stat(std::string_view text) {
                 return std::nullopt;
             }
             stat.ppid = *ppid;
-        } else if (field == kStartField) {
-            const std::optional<std::uint64_t> start = parse_number<std::uint64_t>(token);
-            if (!start) {
+        } else if (field == kUtimeField || field == kStimeField || field == kStartField) {
+            const std::optional<std::uint64_t> ticks = parse_number<std::uint64_t>(token);
+            if (!ticks) {
                 return std::nullopt;
             }
-            stat.start_ticks = *start;
+            (field == kUtimeField   ? stat.utime_ticks
+             : field == kStimeField ? stat.stime_ticks
+                                    : stat.start_ticks) = *ticks;
         }
     }
     return stat;
+}
+
+std::optional<std::uint64_t> parse_schedstat(std::string_view text) {
+    // "RUNTIME_NS WAIT_NS TIMESLICES\n"
+    return parse_number<std::uint64_t>(next_token(text));
 }
 
 std::optional<ProcStatus> parse_status(std::string_view text) {
@@ -382,6 +391,11 @@ std::optional<ProcStatus> ProcFs::status(pid_t pid) const {
 std::optional<SmapsRollup> ProcFs::smaps_rollup(pid_t pid) const {
     const std::optional<std::string> text = read_file(pid, "smaps_rollup");
     return text ? parse_smaps_rollup(*text) : std::nullopt;
+}
+
+std::optional<std::uint64_t> ProcFs::schedstat_runtime_ns(pid_t pid) const {
+    const std::optional<std::string> text = read_file(pid, "schedstat");
+    return text ? parse_schedstat(*text) : std::nullopt;
 }
 
 std::optional<std::string> ProcFs::syscall(pid_t pid) const {

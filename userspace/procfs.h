@@ -20,6 +20,8 @@ struct ProcStat {
     char state = '?';  // R, S, D, Z, ...
     pid_t ppid = 0;
     std::uint64_t start_ticks = 0;  // field 22: start time in clock ticks since boot
+    std::uint64_t utime_ticks = 0;  // field 14: user CPU time of all threads, clock ticks
+    std::uint64_t stime_ticks = 0;  // field 15: system CPU time of all threads, clock ticks
 };
 
 // Memory lines of /proc/PID/status, in bytes (the kernel prints kB).
@@ -66,6 +68,9 @@ std::optional<ProcStat> parse_stat(std::string_view text);
 // parse_status: needs the Tgid and PPid lines; the memory lines are optional (see
 // ProcStatus). A known line with a malformed value makes the whole text invalid.
 std::optional<ProcStatus> parse_status(std::string_view text);
+// parse_schedstat: /proc/PID/schedstat's first field, the CPU time the task (its main
+// thread) has run, in nanoseconds.
+std::optional<std::uint64_t> parse_schedstat(std::string_view text);
 // parse_smaps_rollup: needs an "Rss:" line; other missing lines read 0.
 std::optional<SmapsRollup> parse_smaps_rollup(std::string_view text);
 
@@ -78,6 +83,9 @@ public:
     std::optional<ProcStat> stat(pid_t pid) const;
     std::optional<ProcStatus> status(pid_t pid) const;
     std::optional<SmapsRollup> smaps_rollup(pid_t pid) const;
+    // CPU time of the main thread in nanoseconds (/proc/PID/schedstat; precise, where
+    // stat's utime/stime count whole clock ticks of all threads).
+    std::optional<std::uint64_t> schedstat_runtime_ns(pid_t pid) const;
     // The current syscall line of /proc/PID/syscall ("running", "-1 ..." or "NR args...").
     std::optional<std::string> syscall(pid_t pid) const;
     // The text of /proc/PID/maps (see parse_maps in cow_sites.h).

@@ -66,12 +66,11 @@ std::uint64_t estimate_metric(const ChildRecord& record, Metric metric) {
     }
     const std::uint64_t base =
         metric == Metric::pss ? record.smaps_last->pss : record.smaps_last->private_bytes();
+    const std::uint64_t cow_now = record.account.cow_bytes();
     const std::uint64_t cow_since =
-        record.samples.empty() || record.samples.back().cow_bytes < record.anchor_cow_bytes
-            ? 0
-            : record.samples.back().cow_bytes - record.anchor_cow_bytes;
-    const auto anon_change = static_cast<std::int64_t>(now.mem_bytes[KR_MEM_ANON]) -
-                             static_cast<std::int64_t>(record.anchor_anon_bytes);
+        cow_now < record.anchor_cow_bytes ? 0 : cow_now - record.anchor_cow_bytes;
+    const auto anon_change = static_cast<std::int64_t>(record.account.fresh_bytes) -
+                             static_cast<std::int64_t>(record.anchor_fresh_bytes);
     const std::int64_t estimate = static_cast<std::int64_t>(base + cow_since) + anon_change;
     return estimate > 0 ? static_cast<std::uint64_t>(estimate) : 0;
 }
@@ -174,7 +173,7 @@ public:
                                {"server", options_.server.name},
                                {"signal", signal_name(options_.policy.signals.front())},
                                {"dry_run", options_.policy.dry_run},
-                               {"mode", observer_mode(observer_.exact_cow())}});
+                               {"mode", cow_source_name(observer_.cow_source())}});
         int ticks = 0;
         while (true) {
             if (const int signal = gate_.wait_for(options_.interval); signal != 0) {
@@ -282,7 +281,7 @@ private:
             view.metric_bytes = estimate_metric(record, options_.metric);
             view.first_seen = at(record.first_seen);
             if (view.metric_bytes > policy_.limit_for(pid, record.start_ticks)) {
-                view.verdict = classify(record.samples).verdict;  // only where it matters
+                view.verdict = classify(record.samples.samples()).verdict;  // only where it matters
             }
             views.push_back(view);
         }
@@ -446,8 +445,9 @@ private:
             {"metric", metric_name(options_.metric)},
             {"value", measured},
             {"limit", action.limit_bytes},
-            {"verdict", verdict_name(record.samples.size() > 2 ? classify(record.samples).verdict
-                                                               : Verdict::unknown)},
+            {"verdict",
+             verdict_name(record.samples.size() > 2 ? classify(record.samples.samples()).verdict
+                                                    : Verdict::unknown)},
             {"reason", format_size(measured) + " " + metric_name(options_.metric) +
                            " over the limit of " + format_size(action.limit_bytes)},
             {"signal", signal_name(action.signal)},
@@ -480,7 +480,8 @@ private:
         return format_duration(milliseconds(static_cast<long long>(std::max(0.0, seconds) * 1000)));
     }
 
-    static constexpr std::size_t kSamplesKept = 120;
+    // Each child's whole life, thinned: 8 KiB a child (docs/reap.md).
+    static constexpr std::size_t kSamplesKept = 256;
 
     const ReapOptions& options_;
     Observer& observer_;
@@ -524,7 +525,7 @@ int run_reap(const ReapOptions& options, const Logger& log) {
     if (options.pid && !proc.stat(*options.pid)) {
         throw Error("no process " + std::to_string(*options.pid));
     }
-    Observer observer({.exact_cow = features.exact_cow()}, log);
+    Observer observer({.cow = features.cow_source()}, log);
     SignalGate gate;
     PidfdSignaller signaller(proc);
     const EventLog events(options.log_format);

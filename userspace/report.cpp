@@ -159,7 +159,7 @@ Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
         child.exited = record.exited;
         child.born_in_window = !record.present_at_start;
         child.seconds_watched = record.last_seen - record.first_seen;
-        child.classification = classify(record.samples, config);
+        child.classification = classify(record.samples.samples(), config);
         child.cow_bytes = child.classification.cow_bytes;
         child.growth_bytes = static_cast<std::uint64_t>(
             std::max<std::int64_t>(0, child.classification.anon_delta_bytes));

@@ -1,12 +1,12 @@
 #include "watcher.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "error.h"
 
 namespace kidreaper {
-
-namespace {
-constexpr std::uint64_t kPageBytes = 4096;
-}
 
 Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::size_t max_samples)
     : observer_(observer),
@@ -14,6 +14,9 @@ Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::siz
       manager_(manager),
       started_ns_(Observer::now_ns()),
       max_samples_(max_samples) {
+    if (const long ticks = sysconf(_SC_CLK_TCK); ticks > 0) {
+        seconds_per_tick_ = 1.0 / static_cast<double>(ticks);
+    }
     const auto stat = proc_.stat(manager_);
     if (!stat) {
         throw Error("no process " + std::to_string(manager_) + " (has the server stopped?)");
@@ -21,7 +24,7 @@ Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::siz
     manager_start_ticks_ = stat->start_ticks;
     for (pid_t child : track_manager(observer_, proc_, manager_)) {
         if (auto reading = observer_.read_child(child)) {
-            record_for(*reading, 0).present_at_start = true;
+            record_for(*reading, 0, false).present_at_start = true;
         }
     }
 }
@@ -37,10 +40,8 @@ double Watcher::elapsed_seconds() const {
     return static_cast<double>(Observer::now_ns() - started_ns_) / 1e9;
 }
 
-std::uint64_t Watcher::cow_bytes(const ChildReading& reading) const {
-    const std::uint64_t copies =
-        observer_.exact_cow() ? reading.faults.cow_copies : reading.faults.write_present();
-    return copies * kPageBytes;
+MemoryAccount Watcher::account(const ChildReading& reading) const {
+    return account_memory(reading, observer_.cow_source());
 }
 
 bool Watcher::manager_alive() const {
@@ -48,44 +49,78 @@ bool Watcher::manager_alive() const {
     return stat && stat->start_ticks == manager_start_ticks_ && stat->state != 'Z';
 }
 
-bool Watcher::still_our_child(const ChildRecord& record) const {
-    const auto stat = proc_.stat(record.pid);
-    return stat && stat->ppid == manager_ && stat->start_ticks == record.start_ticks &&
-           stat->state != 'Z';
+void Watcher::update_cpu(ChildRecord& record, double seconds) const {
+    if (record.cpu_first_seconds < 0) {
+        record.cpu_first_seconds = seconds;
+    }
+    record.cpu_seconds = std::max(record.cpu_seconds, seconds);
 }
 
-ChildRecord& Watcher::record_for(const ChildReading& reading, double now) {
+bool Watcher::still_our_child(ChildRecord& record) const {
+    const auto stat = proc_.stat(record.pid);
+    if (!stat || stat->ppid != manager_ || stat->start_ticks != record.start_ticks ||
+        stat->state == 'Z') {
+        return false;
+    }
+    update_cpu(record,
+               static_cast<double>(stat->utime_ticks + stat->stime_ticks) * seconds_per_tick_);
+    return true;
+}
+
+ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool read_stat) {
     auto [it, inserted] = children_.try_emplace(reading.pid);
     ChildRecord& record = it->second;
     if (inserted) {
         observer_.claim_slot(reading.pid);  // a forked child counts in the hash until now
         record.pid = reading.pid;
         record.first_seen = now;
+        if (max_samples_ != 0) {
+            record.samples = SampleHistory(max_samples_);
+        }
         if (const auto stat = proc_.stat(reading.pid)) {
             record.comm = stat->comm;
             record.start_ticks = stat->start_ticks;
+            update_cpu(record, static_cast<double>(stat->utime_ticks + stat->stime_ticks) *
+                                   seconds_per_tick_);
         }
         record.smaps_first = proc_.smaps_rollup(reading.pid);
         record.smaps_last = record.smaps_first;
-        record.anchor_cow_bytes = cow_bytes(reading);
-        record.anchor_anon_bytes = reading.mem_bytes[KR_MEM_ANON];
-        record.anchor_seconds = now;
     }
     record.latest = reading;
-    record.last_seen = now;
-    record.samples.push_back({now, cow_bytes(reading), reading.mem_bytes[KR_MEM_ANON]});
-    if (max_samples_ != 0 && record.samples.size() > max_samples_) {
-        record.samples.erase(record.samples.begin(),
-                             record.samples.end() - static_cast<std::ptrdiff_t>(max_samples_));
+    record.account = account(reading);
+    if (inserted) {
+        record.anchor_cow_bytes = record.account.cow_bytes();
+        record.anchor_fresh_bytes = record.account.fresh_bytes;
+        record.anchor_seconds = now;
     }
+    if (!reading.exited()) {
+        if (const auto runtime = proc_.schedstat_runtime_ns(reading.pid)) {
+            update_cpu(record, static_cast<double>(*runtime) / 1e9);
+        } else {
+            read_stat = true;  // no schedstat (CONFIG_SCHED_INFO off): ticks every poll
+        }
+        if (read_stat && !inserted && !still_our_child(record)) {
+            record.exited = true;
+        }
+    }
+    record.last_seen = now;
+    const double work =
+        record.cpu_first_seconds < 0 ? 0 : record.cpu_seconds - record.cpu_first_seconds;
+    GrowthSample sample;
+    sample.seconds = now;
+    sample.cow_bytes = record.account.cow_bytes();
+    sample.anon_bytes = record.account.fresh_bytes;
+    sample.work_seconds = work;
+    record.samples.append(sample);
     return record;
 }
 
 void Watcher::poll() {
     const double now = elapsed_seconds();
-    // The exit hook marks exits; /proc is checked only once every 16 polls per child, for
-    // what no hook sees (a child that exited between the /proc scan and its registration).
-    // Spread by pid, so each poll checks about a sixteenth of the children.
+    // The exit hook marks exits; /proc/PID/stat is read only once every 16 polls per
+    // child, for what no hook sees (a child that exited between the /proc scan and its
+    // registration) and for the CPU time of all its threads. Spread by pid, so each poll
+    // reads about a sixteenth of the children.
     constexpr std::size_t kCheckEvery = 16;
     const std::size_t poll_number = polls_++;
     for (const ChildReading& reading : observer_.read_children()) {
@@ -96,10 +131,10 @@ void Watcher::poll() {
         if (known != children_.end() && known->second.exited) {
             continue;  // reported already; a pid reused within the window is not followed
         }
-        ChildRecord& record = record_for(reading, now);
         const bool check_proc =
             (static_cast<std::size_t>(reading.pid) + poll_number) % kCheckEvery == 0;
-        if (reading.exited() || (check_proc && !still_our_child(record))) {
+        ChildRecord& record = record_for(reading, now, check_proc);
+        if (reading.exited() || record.exited) {
             record.exited = true;
             observer_.forget_child(reading.pid);
         }
@@ -120,8 +155,9 @@ std::optional<SmapsRollup> Watcher::refresh_child(pid_t pid) {
     if (auto reading = observer_.read_child(pid)) {
         record.latest = *reading;
     }
-    record.anchor_cow_bytes = cow_bytes(record.latest);
-    record.anchor_anon_bytes = record.latest.mem_bytes[KR_MEM_ANON];
+    record.account = account(record.latest);
+    record.anchor_cow_bytes = record.account.cow_bytes();
+    record.anchor_fresh_bytes = record.account.fresh_bytes;
     record.anchor_seconds = elapsed_seconds();
     return smaps;
 }

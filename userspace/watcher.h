@@ -12,8 +12,12 @@
 #include "classifier.h"
 #include "observer.h"
 #include "procfs.h"
+#include "sample_history.h"
 
 namespace kidreaper {
+
+// A history capacity no watch of hours at a second's interval reaches.
+inline constexpr std::size_t kUnboundedHistory = std::size_t{1} << 24;
 
 // Everything known about one child of the watched manager.
 struct ChildRecord {
@@ -24,20 +28,27 @@ struct ChildRecord {
     bool exited = false;
     double first_seen = 0;  // seconds since watching began
     double last_seen = 0;
-    std::vector<GrowthSample> samples;
-    ChildReading latest;                     // the last map reading
+    SampleHistory samples{kUnboundedHistory};  // its whole life (thinned when bounded)
+    ChildReading latest;                       // the last map reading
+    MemoryAccount account;                     // the last reading, accounted
+    // CPU time: the process's at first sight (the zero of GrowthSample::work_seconds), and
+    // the largest seen since from schedstat (main thread, every poll) or stat (all
+    // threads, whole ticks, at the /proc checks).
+    double cpu_first_seconds = -1;
+    double cpu_seconds = 0;
     std::optional<SmapsRollup> smaps_first;  // ground truth when first seen
     std::optional<SmapsRollup> smaps_last;   // ground truth at the last refresh
     // The counters when smaps_last was read: estimates add what changed since.
     std::uint64_t anchor_cow_bytes = 0;
-    std::uint64_t anchor_anon_bytes = 0;
+    std::uint64_t anchor_fresh_bytes = 0;
     double anchor_seconds = 0;
 };
 
 class Watcher {
 public:
     // Registers `manager` and its current children with `observer`. With `max_samples`,
-    // each child keeps only its latest samples (for long-running watches).
+    // each child's history is bounded: its whole life, thinned (SampleHistory), for
+    // long-running watches.
     Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::size_t max_samples = 0);
     ~Watcher();
     Watcher(const Watcher&) = delete;
@@ -58,12 +69,15 @@ public:
     pid_t manager() const { return manager_; }
     const std::map<pid_t, ChildRecord>& children() const { return children_; }
     double elapsed_seconds() const;
-    // Bytes attributed to COW in a reading: exact copies when the kprobe is attached.
-    std::uint64_t cow_bytes(const ChildReading& reading) const;
+    // A reading accounted the way this observer tells COW (cow_accounting.h).
+    MemoryAccount account(const ChildReading& reading) const;
 
 private:
-    ChildRecord& record_for(const ChildReading& reading, double now);
-    bool still_our_child(const ChildRecord& record) const;
+    ChildRecord& record_for(const ChildReading& reading, double now, bool read_stat);
+    // Reads /proc/PID/stat: false when the pid is no longer this manager's child (gone,
+    // a zombie, re-parented or reused); else updates the record's CPU time.
+    bool still_our_child(ChildRecord& record) const;
+    void update_cpu(ChildRecord& record, double seconds) const;
 
     Observer& observer_;
     const ProcFs& proc_;
@@ -72,6 +86,7 @@ private:
     std::uint64_t started_ns_ = 0;
     std::size_t max_samples_ = 0;
     std::size_t polls_ = 0;
+    double seconds_per_tick_ = 0.01;
     std::map<pid_t, ChildRecord> children_;
 };
 

@@ -72,6 +72,7 @@ struct kr_child {
 	__u64 mem_bytes[KR_MEM_KINDS]; /* last resident size by enum kr_mem_kind, in bytes */
 	__u64 anon_start_bytes; /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration)
 				 */
+	__u64 swap_start_bytes; /* mem_bytes[KR_MEM_SWAP] when tracking began */
 };
 
 /*
@@ -79,6 +80,12 @@ struct kr_child {
  * counter counts page faults taken by the child's threads on user addresses;
  * the loader sums the CPUs. The entry's existence is what marks a tgid tracked
  * on the hot path.
+ *
+ * The first four classify every fault by its x86 error code alone (the "fault class").
+ * Where the kernel has bpf_find_vma (5.17+), write faults are also classified by the
+ * mapping they hit (the vma_* counters); where it has kprobes, the *_copies counters
+ * count what wp_page_copy really copied. userspace/cow_accounting.h turns them into COW
+ * and growth.
  */
 struct kr_faults {
 	__u64
@@ -87,9 +94,36 @@ struct kr_faults {
 				       into it) */
 	__u64 write_absent;	    /* write to a page not present: first touch of fresh memory */
 	__u64 other;		    /* reads, instruction fetches, anything else */
-	__u64 cow_copies; /* exact COW copies of an anonymous or file page (wp_page_copy probe,
-			     optional) */
-	__u64 zero_page_copies; /* copies of the shared zero page (wp_page_copy probe, optional) */
+	__u64 cow_copies;	    /* wp_page_copy of an anonymous page (kprobe, optional) */
+	__u64 zero_page_copies;	    /* wp_page_copy of the shared zero page (kprobe, optional) */
+	__u64 file_copies;	    /* wp_page_copy of a file page (kprobe, optional) */
+	/* Write faults classified by their mapping (bpf_find_vma, optional): */
+	__u64 vma_shared_writes; /* to a MAP_SHARED mapping: copies nothing (writeback, msync) */
+	__u64 vma_inherited_anon_writes; /* present page, private mapping whose anon memory was
+					    inherited (anon_vma forked from the parent's) */
+	__u64 vma_file_writes; /* present page, private file mapping not inherited as anon */
+	__u64 vma_own_writes;  /* present page, memory the child made itself: zero page,
+				  mprotect, uffd-wp, soft-dirty; never COW of inherited memory */
+	__u64 vma_file_fills;  /* absent page, private file mapping: the kernel copies the file
+				  page into anon memory (do_cow_fault) */
+	__u64 vma_unknown;     /* present-page writes whose mapping could not be read (-EBUSY) */
+	/* Present-page writes paired with the mm counter changes they made (6.2+ only): */
+	__u64 paired_zero_fills;  /* ANON rose alone: a new page, not a copy of an inherited one */
+	__u64 paired_file_copies; /* FILE fell and ANON rose: a private file page was copied */
+	__u64 fill_copies; /* finish_fault with a COW page: a private file page copied on a write
+			      to a page not present (do_cow_fault; kprobe, optional) */
+};
+
+/*
+ * Per-CPU scratch of the fault hooks (the `pending_fault` array, one entry): the last
+ * present-page write fault of a tracked child on this CPU whose counter changes the
+ * rss_stat hook should pair with it (6.2+, where every change is traced).
+ */
+struct kr_pending_fault {
+	__u64 pid_tgid;	    /* the faulting thread; 0 when nothing is pending */
+	__u64 min_flt;	    /* task->min_flt at fault entry: still equal while the fault runs */
+	__u32 file_dropped; /* the FILE counter fell during this fault */
+	__u32 pad;
 };
 
 /* Where COW-class faults land, sampled (diagnose only). */

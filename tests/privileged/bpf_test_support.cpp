@@ -4,17 +4,21 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 #include "kernel_features.h"
+#include "procfs.h"
 
 namespace kidreaper::testing {
 
@@ -43,7 +47,7 @@ int count_loaded_programs() {
         bpf_prog_info info{};
         __u32 length = sizeof(info);
         if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 &&
-            std::string(info.name) == "on_fault_user") {
+            std::string_view(info.name).starts_with("on_fault_user")) {
             ++count;
         }
         close(fd);
@@ -253,6 +257,26 @@ void FixtureProcess::note(const std::string& line) {
 
 void FixtureProcess::wait_ready() {
     expect("ready");
+    // Each child starts by setting itself up (its first writes after fork fault too),
+    // then waits for "go" in poll(): a test that registers children after "ready" must
+    // not race those first faults.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (const auto& [name, pid] : children_) {
+        while (true) {
+            const auto line = ProcFs().syscall(pid);
+            long number = -1;
+            if (line) {
+                std::from_chars(line->data(), line->data() + line->size(), number);
+            }
+            if (!line || number == SYS_poll || number == SYS_ppoll) {
+                break;  // waiting (or gone: the test will say)
+            }
+            if (std::chrono::steady_clock::now() > deadline) {
+                throw std::runtime_error("fixture child " + name + " never waited for go");
+            }
+            usleep(2000);
+        }
+    }
 }
 
 void FixtureProcess::go_and_wait_done(std::size_t count) {

@@ -22,7 +22,7 @@ using testing::FixtureProcess;
 TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
-    Observer observer({.exact_cow = probe_features().exact_cow()}, log);
+    Observer observer({.cow = probe_features().cow_source()}, log);
     FixtureProcess fixture({"--preload", "64M", "--child", "cow:48M@5s", "--child", "leak:32M@5s",
                             "--child", "mixed:32M:24M@5s", "--child", "idle", "--child",
                             "goner=leak:32M@5s", "--child", "late:cow:24M@4s"});
@@ -82,7 +82,7 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
 TEST(Diagnose, AttributesCowToTheInheritedRegionAndTheWritingCode) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
-    Observer observer({.exact_cow = probe_features().exact_cow(), .record_cow_sites = true}, log);
+    Observer observer({.cow = probe_features().cow_source(), .record_cow_sites = true}, log);
     FixtureProcess fixture({"--preload", "64M", "--child", "cow:48M", "--child", "leak:16M"});
     fixture.wait_ready();
     const ProcFs proc;

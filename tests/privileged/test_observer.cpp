@@ -6,15 +6,18 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "bpf_test_support.h"
+#include "cow_accounting.h"
 #include "kernel_features.h"
 #include "observer.h"
 #include "procfs.h"
+#include "workload.h"
 
 namespace kidreaper {
 namespace {
@@ -31,6 +34,7 @@ struct ChildTruth {
     std::uint64_t growth_bytes;
 };
 
+// The fault class: every write fault on a present page (what the slot tests compare).
 std::uint64_t cow_bytes(const ChildReading& reading) {
     return reading.faults.write_present() * kPage;
 }
@@ -46,9 +50,22 @@ void expect_near_truth(const std::string& name, std::uint64_t measured, std::uin
 }
 
 Observer make_observer(const Logger& log) {
-    ObserverOptions options;
-    options.exact_cow = probe_features().exact_cow();
-    return Observer(options, log);
+    return Observer({.cow = probe_features().cow_source()}, log);
+}
+
+// Every way of telling COW this kernel offers, the best first ("auto").
+std::vector<std::pair<std::string, CowSource>> offered_sources() {
+    const KernelFeatures features = probe_features();
+    std::vector<std::pair<std::string, CowSource>> sources = {{"auto", features.cow_source()}};
+    if (features.find_vma_helper) {
+        sources.emplace_back("mapping", CowSource{.by_vma = true});
+    }
+    if (features.exact_cow()) {
+        sources.emplace_back("exact",
+                             CowSource{.exact = true, .exact_fills = features.finish_fault_symbol});
+    }
+    sources.emplace_back("fault class", CowSource{});
+    return sources;
 }
 
 TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
@@ -75,15 +92,16 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
         EXPECT_EQ(reading->manager, fixture.manager());
         EXPECT_FALSE(reading->exited());
         const ChildTruth& expected = truth.at(name);
+        const MemoryAccount account = account_memory(*reading, observer.cow_source());
         std::printf(
             "  %-9s cow %6.2f MiB (truth %5.1f)  growth %6.2f MiB (truth %5.1f)  exact %6.2f MiB\n",
-            name.c_str(), static_cast<double>(cow_bytes(*reading)) / MiB,
+            name.c_str(), static_cast<double>(account.cow_bytes()) / MiB,
             static_cast<double>(expected.cow_bytes) / MiB,
-            static_cast<double>(reading->anon_growth_bytes()) / MiB,
+            static_cast<double>(account.fresh_growth_bytes) / MiB,
             static_cast<double>(expected.growth_bytes) / MiB,
             static_cast<double>(reading->faults.cow_copies * kPage) / MiB);
-        expect_near_truth(name + " cow", cow_bytes(*reading), expected.cow_bytes);
-        expect_near_truth(name + " growth", reading->anon_growth_bytes(), expected.growth_bytes);
+        expect_near_truth(name + " cow", account.cow_bytes(), expected.cow_bytes);
+        expect_near_truth(name + " growth", account.fresh_growth_bytes, expected.growth_bytes);
         if (observer.exact_cow()) {
             expect_near_truth(name + " exact cow", reading->faults.cow_copies * kPage,
                               expected.cow_bytes);
@@ -100,6 +118,56 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
         EXPECT_NEAR(static_cast<double>(reading->mem_bytes[KR_MEM_ANON]),
                     static_cast<double>(status->rss_anon),
                     0.10 * static_cast<double>(status->rss_anon + MiB));
+    }
+}
+
+// One child per accuracy trap (userspace/workload.h), watched by one observer per way of
+// telling COW this kernel offers, side by side. The best one ("auto") must match each
+// trap's truth within 10%; the others are printed (docs/accuracy.md).
+TEST(Observer, AccuracyTrapsMatchTheirTruth) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    const std::uint64_t preload = 32 * MiB;
+    const std::vector<std::string> scripts = {"shared:16Mx4", "zero:16M", "mprotect:8Mx4",
+                                              "file:16M",     "thp:16M",  "cow:16M",
+                                              "leak:16M",     "burst:8M", "idle"};
+    std::vector<std::string> args = {"--preload", "32M"};
+    for (const auto& script : scripts) {
+        args.insert(args.end(), {"--child", script});
+    }
+    std::vector<std::pair<std::string, std::unique_ptr<Observer>>> observers;
+    for (const auto& [name, source] : offered_sources()) {
+        observers.emplace_back(name,
+                               std::make_unique<Observer>(ObserverOptions{.cow = source}, log));
+    }
+    FixtureProcess fixture(args);
+    fixture.wait_ready();
+    for (auto& [name, observer] : observers) {
+        track_manager(*observer, ProcFs(), fixture.manager());
+    }
+    fixture.go_and_wait_done(scripts.size());
+    for (const auto& script : scripts) {
+        const ChildScript parsed = parse_child_script(script);
+        const ScriptTruth truth = script_truth(parsed, preload);
+        const pid_t pid = fixture.child(parsed.name);
+        for (const auto& [mode, observer] : observers) {
+            const auto reading = observer->read_child(pid);
+            ASSERT_TRUE(reading.has_value()) << script << " is not tracked";
+            const MemoryAccount account = account_memory(*reading, observer->cow_source());
+            std::printf(
+                "  %-13s %-11s cow %6.2f MiB (truth %5.1f)  growth %6.2f MiB (truth %5.1f)"
+                "  excluded %6.2f MiB\n",
+                script.c_str(), mode.c_str(), static_cast<double>(account.cow_bytes()) / MiB,
+                static_cast<double>(truth.cow_bytes) / MiB,
+                static_cast<double>(account.fresh_growth_bytes) / MiB,
+                static_cast<double>(truth.growth_bytes) / MiB,
+                static_cast<double>(account.excluded_write_bytes) / MiB);
+            if (mode == "auto") {
+                expect_near_truth(script + " cow", account.cow_bytes(), truth.cow_bytes);
+                expect_near_truth(script + " growth", account.fresh_growth_bytes,
+                                  truth.growth_bytes);
+            }
+        }
     }
 }
 
@@ -149,8 +217,8 @@ TEST(Observer, IgnoresProcessesOfOtherManagers) {
 TEST(Observer, BatchedAndPerKeyReadsAgree) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
-    Observer batched({.batch_lookups = true}, log);
-    Observer per_key({.batch_lookups = false}, log);
+    Observer batched({.cow = {}, .batch_lookups = true}, log);
+    Observer per_key({.cow = {}, .batch_lookups = false}, log);
     FixtureProcess fixture({"--preload", "8M", "--child", "cow:4M", "--child", "leak:4M", "--child",
                             "idle", "--child", "late:leak:2M"});
     fixture.wait_ready();

@@ -79,7 +79,22 @@ TEST(ObserverMode, ExactCowNeedsKprobesAndTheSymbol) {
     EXPECT_FALSE(f.exact_cow());
     f.wp_page_copy_symbol = true;
     EXPECT_TRUE(f.exact_cow());
-    EXPECT_NE(observer_mode(f.exact_cow()).find("kprobe"), std::string::npos);
+    EXPECT_NE(cow_source_name(f.cow_source()).find("kprobe"), std::string::npos);
+}
+
+TEST(ObserverMode, PairingNeedsTheMappingAndPerChangeCounters) {
+    auto f = usable_features();
+    f.rss_stat_per_change = true;
+    EXPECT_FALSE(f.cow_source().by_vma);
+    EXPECT_FALSE(f.cow_source().paired) << "pairing needs the mapping of each fault";
+    f.find_vma_helper = true;
+    EXPECT_TRUE(f.cow_source().by_vma);
+    EXPECT_TRUE(f.cow_source().paired);
+    f.rss_stat_per_change = false;  // 5.17-6.1: counters batched
+    EXPECT_TRUE(f.cow_source().by_vma);
+    EXPECT_FALSE(f.cow_source().paired);
+    EXPECT_NE(cow_source_name(f.cow_source()).find("bpf_find_vma"), std::string::npos);
+    EXPECT_EQ(cow_source_name({}).find("bpf_find_vma"), std::string::npos);
 }
 
 TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {

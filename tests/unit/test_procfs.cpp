@@ -197,6 +197,17 @@ TEST(ParseStat, RealLine) {
     EXPECT_EQ(stat->state, 'S');
     EXPECT_EQ(stat->ppid, 12300);
     EXPECT_EQ(stat->start_ticks, 987654u);
+    EXPECT_EQ(stat->utime_ticks, 5u);
+    EXPECT_EQ(stat->stime_ticks, 3u);
+}
+
+TEST(ParseSchedstat, FirstFieldIsTheRuntime) {
+    EXPECT_EQ(parse_schedstat("123456789 42 7\n"), 123456789u);
+    EXPECT_EQ(parse_schedstat("0 0 0\n"), 0u);
+    EXPECT_FALSE(parse_schedstat(""));
+    EXPECT_FALSE(parse_schedstat("-5 1 1\n"));
+    EXPECT_FALSE(parse_schedstat("abc 1 1\n"));
+    EXPECT_FALSE(parse_schedstat("99999999999999999999999 1 1\n")) << "overflow";
 }
 
 TEST(ParseStat, GeneratedLineMatchesItsInputs) {

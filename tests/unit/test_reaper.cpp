@@ -20,11 +20,13 @@ ChildRecord record_with(std::uint64_t private_bytes, std::uint64_t anchor_anon,
     smaps.pss = private_bytes + 10 * MiB;
     smaps.rss = private_bytes + 40 * MiB;
     record.smaps_last = smaps;
-    record.anchor_anon_bytes = anchor_anon;
+    record.anchor_fresh_bytes = anchor_anon;
     record.anchor_cow_bytes = anchor_cow;
     record.latest.mem_bytes[KR_MEM_ANON] = anon_now;
     record.latest.mem_bytes[KR_MEM_FILE] = 5 * MiB;
-    record.samples.push_back({1.0, cow_now, anon_now});
+    record.account.anon_cow_bytes = cow_now;
+    record.account.fresh_bytes = anon_now;
+    record.samples.append({1.0, cow_now, anon_now});
     return record;
 }
 

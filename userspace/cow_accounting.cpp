@@ -1,0 +1,80 @@
+#include "cow_accounting.h"
+
+#include <algorithm>
+
+namespace kidreaper {
+
+namespace {
+
+constexpr std::uint64_t kPageBytes = 4096;
+
+std::uint64_t minus(std::uint64_t a, std::uint64_t b) {
+    return a > b ? a - b : 0;
+}
+
+}  // namespace
+
+std::string cow_source_name(const CowSource& source) {
+    std::string name = "raw tracepoints";
+    if (source.by_vma) {
+        name += " + mapping of each write (bpf_find_vma)";
+    }
+    if (source.paired) {
+        name += " + counter pairing (zero page, file copies)";
+    }
+    if (source.exact) {
+        name += " + kprobe wp_page_copy (exact COW copies)";
+    }
+    if (source.exact_fills) {
+        name += " + kprobe finish_fault (file copies)";
+    }
+    if (!source.by_vma && !source.exact) {
+        name += " (COW class from fault codes)";
+    }
+    return name;
+}
+
+MemoryAccount account_memory(const ChildReading& reading, const CowSource& source) {
+    const FaultCounts& f = reading.faults;
+    std::uint64_t anon_pages = 0;
+    std::uint64_t file_pages = 0;
+    std::uint64_t excluded_pages = 0;
+    const std::uint64_t file_fills = source.exact_fills ? f.fill_copies
+                                     : source.by_vma    ? f.vma_file_fills
+                                                        : 0;
+    if (source.exact) {
+        // The copies themselves; a write fault that copied nothing never reaches them.
+        anon_pages = f.cow_copies;
+        file_pages = f.file_copies + file_fills;
+        excluded_pages = minus(f.write_present(), f.cow_copies + f.file_copies);
+    } else if (source.by_vma) {
+        const std::uint64_t candidates = f.vma_inherited_anon_writes + f.vma_file_writes;
+        if (source.paired) {
+            // A candidate that raised ANON made a new page (zero page) or copied a file
+            // page; the rest copied an inherited anonymous page.
+            anon_pages = minus(candidates, f.paired_zero_fills + f.paired_file_copies);
+            file_pages = f.paired_file_copies + file_fills;
+        } else {
+            // Without pairing a present write to a private file mapping is taken as a
+            // file copy, and a zero-page fill in inherited memory as anon COW.
+            anon_pages = f.vma_inherited_anon_writes;
+            file_pages = f.vma_file_writes + file_fills;
+        }
+        // Unreadable mappings count as the fault class did: as COW.
+        anon_pages += f.vma_unknown;
+        excluded_pages = minus(f.write_present(), anon_pages + minus(file_pages, file_fills));
+    } else {
+        anon_pages = f.write_present();
+    }
+    MemoryAccount account;
+    account.anon_cow_bytes = anon_pages * kPageBytes;
+    account.file_cow_bytes = file_pages * kPageBytes;
+    account.excluded_write_bytes = excluded_pages * kPageBytes;
+    const std::uint64_t anon_now = reading.mem_bytes[KR_MEM_ANON] + reading.mem_bytes[KR_MEM_SWAP];
+    const std::uint64_t anon_start = reading.anon_start_bytes + reading.swap_start_bytes;
+    account.fresh_bytes = minus(anon_now, account.file_cow_bytes);
+    account.fresh_growth_bytes = minus(minus(anon_now, anon_start), account.file_cow_bytes);
+    return account;
+}
+
+}  // namespace kidreaper

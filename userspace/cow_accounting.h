@@ -1,0 +1,45 @@
+// From a child's raw counters to what kidreaper reports: COW of inherited memory (anon
+// and private file pages), writes that copy nothing, and the fresh memory the child
+// keeps. Pure; the rules are in docs/accuracy.md.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "readings.h"
+
+namespace kidreaper {
+
+// How the observer tells a copy of inherited memory from other write faults; each part
+// is chosen by probe at start-up (KernelFeatures::cow_source()).
+struct CowSource {
+    bool exact = false;        // kprobe on wp_page_copy counts the real copies
+    bool exact_fills = false;  // kprobe on finish_fault counts file copies on first write
+    bool by_vma = false;       // the fault hooks classify write faults by mapping (bpf_find_vma)
+    bool paired = false;       // present-page writes paired with the counter changes they made
+                               // (needs by_vma and a kernel that traces every change: 6.2+)
+};
+
+// One line for `kidreaper check` and diagnose's "mode", e.g. "tracepoints + mapping
+// (bpf_find_vma) + counter pairing".
+std::string cow_source_name(const CowSource& source);
+
+// One child's memory, accounted (all in bytes).
+struct MemoryAccount {
+    std::uint64_t anon_cow_bytes = 0;  // inherited anonymous pages copied
+    std::uint64_t file_cow_bytes = 0;  // private file pages copied into anon memory
+    // Write faults that copied nothing inherited: MAP_SHARED writes, zero-page fills,
+    // mprotect/uffd-wp/soft-dirty faults on the child's own memory.
+    std::uint64_t excluded_write_bytes = 0;
+    // Fresh memory the child keeps: resident + swapped-out anon, minus the anon that came
+    // from file COW. A level (not a delta): differences between readings are growth.
+    std::uint64_t fresh_bytes = 0;
+    // fresh_bytes minus its value when tracking began (>= 0).
+    std::uint64_t fresh_growth_bytes = 0;
+
+    std::uint64_t cow_bytes() const { return anon_cow_bytes + file_cow_bytes; }
+};
+
+MemoryAccount account_memory(const ChildReading& reading, const CowSource& source);
+
+}  // namespace kidreaper
