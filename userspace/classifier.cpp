@@ -11,7 +11,7 @@ namespace kidreaper {
 namespace {
 
 constexpr std::size_t kMaxSlopePoints = 200;  // bounds the O(n^2) slope
-constexpr std::size_t kMinWorkPoints = 3;     // distinct work values needed to judge growth
+constexpr std::size_t kMinWorkPoints = 2;     // distinct work values needed to judge growth
 
 std::string rate_text(double bytes_per_second) {
     return format_size(static_cast<std::uint64_t>(std::max(0.0, bytes_per_second))) + "/s";

@@ -12,8 +12,9 @@
 // Verdicts (documented in docs/diagnose.md):
 //  - unknown: watched for less than `min_window_seconds` or fewer than `min_samples` samples;
 //    or anon grew by >= min_growth_bytes (last or highest minus first) but the work axis cannot
-//    judge it: fewer than 3 distinct work values, or W < min_work_seconds. (A child that did no
-//    work and did not grow is stable or cow as below.)
+//    judge it: the work never moved (one distinct value), or W < min_work_seconds. (A child
+//    that did no work and did not grow is stable or cow as below. A burst that fits in one
+//    interval gives two work values: growth kept after it, while idle, is a leak.)
 //  - leak:  kept growth >= min_growth_bytes.
 //  - cow:   COW-class bytes >= min_cow_bytes in the window, and no leak.
 //  - mixed: both, where the COW is also at least `mixed_cow_fraction` of the growth (last minus

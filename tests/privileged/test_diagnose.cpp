@@ -2,6 +2,7 @@
 // both, idle, or exit while being watched.
 #include <unistd.h>
 
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -13,6 +14,7 @@
 #include "procfs.h"
 #include "report.h"
 #include "watcher.h"
+#include "workload.h"
 
 namespace kidreaper {
 namespace {
@@ -76,6 +78,80 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     // A COW child is never the one recommended for recycling.
     for (pid_t pid : diagnosis.would_recycle) {
         EXPECT_NE(by_pid.at(pid)->classification.verdict, Verdict::cow);
+    }
+}
+
+// The accuracy traps (userspace/workload.h) through the whole diagnosis: each child's
+// verdict, and its COW and growth within 10% of the truth.
+TEST(Diagnose, TrapsGetTheRightVerdicts) {
+    KR_REQUIRE_BPF();
+    const Logger log(LogLevel::warn);
+    Observer observer({.cow = probe_features().cow_source()}, log);
+    const std::uint64_t preload = 32ULL << 20;
+    const std::map<std::string, std::string> expected = {
+        {"shared:16Mx6", "stable"},     // writes to a shared file copy nothing
+        {"zero:16M", "leak"},           // fresh memory, kept
+        {"mprotect:8Mx6", "leak"},      // its own memory, kept; the toggling copies nothing
+        {"file:24M", "cow"},            // private file pages copied: COW, not growth
+        {"thp:16M", "cow"},             // huge pages unshared 4 KiB at a time
+        {"warmup:12M@4s", "stable"},    // grows, then works without growing
+        {"burst:12M", "leak"},          // a burst of leaking requests, then idle
+        {"leak:12M@4s+100ms", "leak"},  // steady
+        {"cow:24M@4s+100ms", "cow"},    // steady unsharing
+    };
+    std::vector<std::string> args = {"--preload", "32M"};
+    for (const auto& [script, verdict] : expected) {
+        args.insert(args.end(), {"--child", script});
+    }
+    FixtureProcess fixture(args);
+    fixture.wait_ready();
+    const ProcFs proc;
+    Watcher watcher(observer, proc, fixture.manager());
+    fixture.send("go");
+    fixture.expect("started");
+    std::size_t done = 0;
+    while (watcher.elapsed_seconds() < 6.0 || done < expected.size()) {
+        for (const auto& line : fixture.drain(std::chrono::milliseconds(250))) {
+            done += line.starts_with("done ") ? 1 : 0;
+        }
+        watcher.poll();
+        ASSERT_LT(watcher.elapsed_seconds(), 60.0) << "the traps did not finish";
+    }
+    watcher.poll();
+    watcher.refresh_ground_truth();
+    ManagerSummary manager;
+    manager.pid = fixture.manager();
+    const Diagnosis diagnosis = diagnose_children(watcher.children(), manager, {});
+    std::map<pid_t, const ChildDiagnosis*> by_pid;
+    for (const auto& child : diagnosis.children) {
+        by_pid[child.pid] = &child;
+    }
+    for (const auto& [script, verdict] : expected) {
+        const ChildScript parsed = parse_child_script(script);
+        const ScriptTruth truth = script_truth(parsed, preload);
+        const pid_t pid = fixture.child(parsed.name);
+        ASSERT_TRUE(by_pid.count(pid)) << script;
+        const ChildDiagnosis& child = *by_pid.at(pid);
+        SCOPED_TRACE(script + ": " + child.classification.reason);
+        std::printf(
+            "  %-18s %-7s cow %6.2f MiB (truth %5.1f)  growth %6.2f MiB (truth %5.1f)"
+            "  work %.3f s  private %6.2f MiB\n",
+            script.c_str(), std::string(verdict_name(child.classification.verdict)).c_str(),
+            static_cast<double>(child.cow_bytes) / (1 << 20),
+            static_cast<double>(truth.cow_bytes) / (1 << 20),
+            static_cast<double>(child.growth_bytes) / (1 << 20),
+            static_cast<double>(truth.growth_bytes) / (1 << 20), child.classification.work_seconds,
+            static_cast<double>(child.private_bytes) / (1 << 20));
+        EXPECT_EQ(verdict_name(child.classification.verdict), verdict);
+        const auto near = [](std::uint64_t measured, std::uint64_t want) {
+            return want == 0
+                       ? measured < (1ULL << 20)
+                       : std::abs(static_cast<double>(measured) - static_cast<double>(want)) <=
+                             0.10 * static_cast<double>(want);
+        };
+        EXPECT_TRUE(near(child.cow_bytes, truth.cow_bytes)) << "cow " << child.cow_bytes;
+        EXPECT_TRUE(near(child.growth_bytes, truth.growth_bytes))
+            << "growth " << child.growth_bytes;
     }
 }
 

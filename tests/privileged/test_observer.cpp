@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
@@ -168,6 +169,67 @@ TEST(Observer, AccuracyTrapsMatchTheirTruth) {
                                   truth.growth_bytes);
             }
         }
+    }
+}
+
+// A swap file for the length of a test: made, swapped on, swapped off and removed.
+class SwapFile {
+public:
+    SwapFile() {
+        path_ = std::string(std::getenv("TMPDIR") != nullptr ? std::getenv("TMPDIR") : "/tmp") +
+                "/kr-swap-test";
+        const std::string quoted = "'" + path_ + "'";
+        const std::string make = "rm -f " + quoted + " && dd if=/dev/zero of=" + quoted +
+                                 " bs=1M count=128 status=none && chmod 600 " + quoted +
+                                 " && mkswap " + quoted + " >/dev/null 2>&1 && swapon " + quoted +
+                                 " 2>&1";
+        on_ = std::system(make.c_str()) == 0;
+    }
+    ~SwapFile() {
+        const std::string quoted = "'" + path_ + "'";
+        if (on_) {
+            std::system(("swapoff " + quoted).c_str());
+        }
+        std::remove(path_.c_str());
+    }
+    SwapFile(const SwapFile&) = delete;
+    SwapFile& operator=(const SwapFile&) = delete;
+    bool on() const { return on_; }
+
+private:
+    std::string path_;
+    bool on_ = false;
+};
+
+// A leak that is swapped out is still a leak: growth counts resident and swapped anon.
+// Needs a file system that can hold a swap file (the qemu test bed's tmpfs root cannot:
+// scripts/test leaves this test out there).
+TEST(Observer, SwappedOutLeakIsStillGrowth) {
+    KR_REQUIRE_BPF();
+    const SwapFile swap;
+    if (!swap.on()) {
+        GTEST_SKIP() << "swapon refused a swap file in TMPDIR (or /tmp): no swap to test with";
+    }
+    const Logger log(LogLevel::warn);
+    Observer observer = make_observer(log);
+    FixtureProcess fixture({"--preload", "8M", "--child", "swapleak:16M", "--child", "leak:16M"});
+    fixture.wait_ready();
+    track_manager(observer, ProcFs(), fixture.manager());
+    fixture.go_and_wait_done(2);
+    const pid_t swapped = fixture.child("swapleak");
+    const auto status = ProcFs().status(swapped);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_GT(status->vm_swap, 8 * MiB) << "MADV_PAGEOUT swapped the leak out";
+    for (const auto& [name, pid] : fixture.children()) {
+        const auto reading = observer.read_child(pid);
+        ASSERT_TRUE(reading.has_value()) << name;
+        const MemoryAccount account = account_memory(*reading, observer.cow_source());
+        std::printf(
+            "  %-9s growth %6.2f MiB (truth 16.0)  resident anon %6.2f MiB  swap %6.2f MiB\n",
+            name.c_str(), static_cast<double>(account.fresh_growth_bytes) / MiB,
+            static_cast<double>(reading->mem_bytes[KR_MEM_ANON]) / MiB,
+            static_cast<double>(reading->mem_bytes[KR_MEM_SWAP]) / MiB);
+        expect_near_truth(name + " growth", account.fresh_growth_bytes, 16 * MiB);
     }
 }
 

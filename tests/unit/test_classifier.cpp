@@ -228,10 +228,11 @@ TEST(Classifier, GrowingChildWhoseWorkNeverMovesIsUnknown) {
         << result.reason;
     EXPECT_EQ(result.reason.rfind("grew 10 MiB", 0), 0u) << result.reason;
 
-    // Two distinct work values are not enough either.
-    const auto twice =
-        trace(20, 0.5, [](double t) { return at(t, 40 + t / 2, 0, t < 10 ? 0 : 1); });
-    EXPECT_EQ(classify(twice).verdict, Verdict::unknown) << classify(twice).reason;
+    // A burst inside one interval: the work moves once (two values), the growth is kept
+    // while the child idles afterwards: a leak, not unknown.
+    const auto burst =
+        trace(20, 0.5, [](double t) { return at(t, t < 2 ? 40 : 52, 0, t < 2 ? 0 : 0.06); });
+    EXPECT_EQ(classify(burst).verdict, Verdict::leak) << classify(burst).reason;
 
     // Nor is less than min_work_seconds of CPU time, however finely it is spread.
     const auto sliver = trace(20, 0.5, [](double t) { return at(t, 40 + t / 2, 0, t * 1e-5); });
