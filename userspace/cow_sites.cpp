@@ -185,10 +185,13 @@ std::string runtime_advice(Runtime runtime) {
                    "large read-only data in few big strings or outside Perl (a shared mmap), and "
                    "recycle children at the COW plateau with kidreaper reap.";
         case Runtime::python:
-            return "Python's reference counts and cyclic GC write into inherited objects. Call "
-                   "gc.freeze() after preloading, just before the workers fork (Python 3.7+), "
-                   "and gc.disable() in the master while preloading; refcounts of objects a "
-                   "worker touches still unshare their pages.";
+            // Proven by tests/e2e/test_diagnose_servers.py GunicornGcFreeze: the same load
+            // unshares ~60% less with gc.freeze(); what is left is refcount writes.
+            return "Python writes a reference count into every inherited object a worker reads, "
+                   "and its cyclic GC's full collections write into every inherited container. "
+                   "Call gc.freeze() at the end of preloading, just before the workers fork "
+                   "(Python 3.7+): collections then skip what was preloaded. Reading inherited "
+                   "objects still unshares their pages.";
         case Runtime::ruby:
             return "Ruby's GC marks and moves inherited objects. Run GC.compact before forking "
                    "(Ruby 2.7+) or Process.warmup (Ruby 3.3+), so live objects are packed into "

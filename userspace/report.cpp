@@ -164,6 +164,13 @@ Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
         child.growth_bytes = static_cast<std::uint64_t>(
             std::max<std::int64_t>(0, child.classification.anon_delta_bytes));
         child.anon_bytes = record.latest.mem_bytes[KR_MEM_ANON];
+        const auto delta = [](std::uint64_t last, std::uint64_t first) {
+            return last > first ? last - first : 0;
+        };
+        child.cow_file_bytes =
+            delta(record.account.file_cow_bytes, record.account_first.file_cow_bytes);
+        child.excluded_write_bytes =
+            delta(record.account.excluded_write_bytes, record.account_first.excluded_write_bytes);
         child.rss_bytes = record.latest.rss_bytes();
         if (const auto& smaps = record.smaps_last) {
             child.rss_bytes = smaps->rss;
@@ -308,6 +315,10 @@ nlohmann::json to_json(const Diagnosis& d) {
             {"anon_bytes", c.anon_bytes},
             {"cow_bytes", c.cow_bytes},
             {"growth_bytes", c.growth_bytes},
+            {"cow_file_bytes", c.cow_file_bytes},
+            {"excluded_write_bytes", c.excluded_write_bytes},
+            {"work_cpu_seconds", c.classification.work_seconds},
+            {"growth_per_cpu_second", c.classification.growth_per_work_second},
             {"anon_delta_bytes", c.classification.anon_delta_bytes},
             {"sustained_growth_bytes", c.classification.sustained_growth_bytes},
             {"cow_rate_bytes_per_second", c.classification.cow_rate},

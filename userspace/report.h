@@ -33,6 +33,11 @@ struct ChildDiagnosis {
     std::uint64_t anon_bytes = 0;
     std::uint64_t cow_bytes = 0;     // unshared by COW during the window
     std::uint64_t growth_bytes = 0;  // fresh anon gained during the window (>= 0)
+    // Of cow_bytes, what private file pages contributed (the rest: inherited anon pages).
+    std::uint64_t cow_file_bytes = 0;
+    // Write faults in the window that copied nothing inherited (shared-file writes, the
+    // zero page, write-protect faults on the child's own memory): left out of cow_bytes.
+    std::uint64_t excluded_write_bytes = 0;
     // COW plateau: private + the dirty memory still shared; the most COW alone can reach.
     std::uint64_t plateau_bytes = 0;
     std::optional<double> seconds_to_plateau;       // at the observed COW rate

@@ -89,6 +89,7 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool r
     record.latest = reading;
     record.account = account(reading);
     if (inserted) {
+        record.account_first = record.account;
         record.anchor_cow_bytes = record.account.cow_bytes();
         record.anchor_fresh_bytes = record.account.fresh_bytes;
         record.anchor_seconds = now;

@@ -31,6 +31,7 @@ struct ChildRecord {
     SampleHistory samples{kUnboundedHistory};  // its whole life (thinned when bounded)
     ChildReading latest;                       // the last map reading
     MemoryAccount account;                     // the last reading, accounted
+    MemoryAccount account_first;               // the first reading, accounted
     // CPU time: the process's at first sight (the zero of GrowthSample::work_seconds), and
     // the largest seen since from schedstat (main thread, every poll) or stat (all
     // threads, whole ticks, at the /proc checks).
