@@ -457,6 +457,7 @@ Kept run_script(const ChildScript& script, const Mapping& preload, const Mapping
             return run_mprotect(script);
         case ChildKind::file:
         case ChildKind::thp:
+        case ChildKind::heapzero:
             write_in_steps(region, Pacer(steps_for(region.size()), script.spread, script.work));
             return {};
         case ChildKind::warmup:
@@ -479,6 +480,12 @@ Mapping make_region(const ChildScript& script, const std::string& file_dir) {
                 Mapping::file(file_dir, script.region_bytes,
                               script.kind == ChildKind::shared ? MAP_SHARED : MAP_PRIVATE);
             read_pages(mapping.data(), mapping.size());
+            return mapping;
+        }
+        case ChildKind::heapzero: {
+            Mapping mapping = Mapping::anonymous(script.region_bytes);
+            mapping.data()[0] = 1;  // the memory gets its anon_vma, which fork shares
+            read_pages(mapping.data() + kPage, mapping.size() - kPage);
             return mapping;
         }
         case ChildKind::thp: {
@@ -716,10 +723,11 @@ struct KindName {
     bool rounds;
 };
 constexpr KindName kTrapKinds[] = {
-    {"shared", ChildKind::shared, true},     {"zero", ChildKind::zero, false},
-    {"mprotect", ChildKind::mprotect, true}, {"file", ChildKind::file, false},
-    {"thp", ChildKind::thp, false},          {"warmup", ChildKind::warmup, false},
-    {"burst", ChildKind::burst, false},      {"swapleak", ChildKind::swapleak, false},
+    {"shared", ChildKind::shared, true},      {"zero", ChildKind::zero, false},
+    {"mprotect", ChildKind::mprotect, true},  {"file", ChildKind::file, false},
+    {"thp", ChildKind::thp, false},           {"warmup", ChildKind::warmup, false},
+    {"heapzero", ChildKind::heapzero, false}, {"burst", ChildKind::burst, false},
+    {"swapleak", ChildKind::swapleak, false},
 };
 
 }  // namespace
@@ -838,6 +846,7 @@ ChildScript parse_child_script(std::string_view text) {
         case ChildKind::shared:
         case ChildKind::zero:
         case ChildKind::mprotect:
+        case ChildKind::heapzero:
         case ChildKind::file:
             script.region_bytes = bytes;
             break;
@@ -876,6 +885,10 @@ ScriptTruth script_truth(const ChildScript& script, std::uint64_t preload_bytes)
         case ChildKind::zero:
         case ChildKind::mprotect:
             truth.growth_bytes = region;
+            break;
+        case ChildKind::heapzero:
+            truth.growth_bytes = region - kPage;  // the manager wrote the first page
+            truth.cow_bytes = kPage;
             break;
         case ChildKind::file:
             truth.cow_bytes = region;

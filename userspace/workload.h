@@ -33,6 +33,11 @@ enum class ChildKind {
     // (which maps the shared zero page), then writes it (a write fault on a present page).
     // Truth: growth SIZE, no COW.
     zero,
+    // heapzero:SIZE. The manager maps SIZE of anon memory, writes its first page and reads
+    // the rest (zero-page mappings, inherited through fork with the memory's anon_vma, as
+    // in a heap the manager grew but never wrote). The child writes every page: each
+    // write to a zero page fills a new page. Truth: growth SIZE, no COW (one page).
+    heapzero,
     // mprotect:SIZE[xROUNDS]. The child maps SIZE of fresh anon memory and writes it; then,
     // ROUNDS times (8 by default), mprotect(PROT_READ), mprotect(PROT_READ|PROT_WRITE),
     // writes every page again (a write fault on present pages unless the kernel restored
@@ -89,9 +94,9 @@ struct WorkloadSpec {
 
 // Parses a child script: [NAME=][late:]KIND[@DURATION][+WORK], KIND one of "idle",
 // "cow:SIZE", "leak:SIZE", "mixed:SIZE:SIZE", "shared:SIZE[xROUNDS]", "zero:SIZE",
-// "mprotect:SIZE[xROUNDS]", "file:SIZE", "thp:SIZE", "warmup:SIZE" (DURATION required),
-// "burst:SIZE" (DURATION: the idle after the burst). "@DURATION" spreads the work; "+WORK"
-// (a duration) adds that much busy CPU in all, e.g. "leak:16M@4s+200ms". The name is the
+// "mprotect:SIZE[xROUNDS]", "heapzero:SIZE", "file:SIZE", "thp:SIZE", "warmup:SIZE" (DURATION
+// required), "burst:SIZE" (DURATION: the idle after the burst). "@DURATION" spreads the work;
+// "+WORK" (a duration) adds that much busy CPU in all, e.g. "leak:16M@4s+200ms". The name is the
 // kind ("cow", ...), "late-" + kind for a late child, or NAME. The new kinds take sizes
 // above zero. Throws UsageError.
 ChildScript parse_child_script(std::string_view text);

@@ -91,6 +91,7 @@ TEST(Diagnose, TrapsGetTheRightVerdicts) {
     const std::map<std::string, std::string> expected = {
         {"shared:16Mx6", "stable"},     // writes to a shared file copy nothing
         {"zero:16M", "leak"},           // fresh memory, kept
+        {"heapzero:16M", "leak"},       // zero pages the manager mapped, filled: fresh
         {"mprotect:8Mx6", "leak"},      // its own memory, kept; the toggling copies nothing
         {"file:24M", "cow"},            // private file pages copied: COW, not growth
         {"thp:16M", "cow"},             // huge pages unshared 4 KiB at a time

@@ -122,39 +122,49 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
     }
 }
 
-// One child per accuracy trap (userspace/workload.h), watched by one observer per way of
-// telling COW this kernel offers, side by side. The best one ("auto") must match each
-// trap's truth within 10%; the others are printed (docs/accuracy.md).
+// One child per accuracy trap (userspace/workload.h), watched in turn in each way of
+// telling COW this kernel offers (one at a time: bpf_find_vma serves only the first
+// program in a fault, docs/accuracy.md). Each way must match the truth, within 10%, on
+// the traps it is documented to handle; its figures are printed for docs/accuracy.md.
 TEST(Observer, AccuracyTrapsMatchTheirTruth) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
     const std::uint64_t preload = 32 * MiB;
-    const std::vector<std::string> scripts = {"shared:16Mx4", "zero:16M", "mprotect:8Mx4",
-                                              "file:16M",     "thp:16M",  "cow:16M",
-                                              "leak:16M",     "burst:8M", "idle"};
+    const std::vector<std::string> scripts = {
+        "shared:16Mx4", "zero:16M", "heapzero:16M", "mprotect:8Mx4", "file:16M",
+        "thp:16M",      "cow:16M",  "leak:16M",     "burst:8M",      "idle"};
     std::vector<std::string> args = {"--preload", "32M"};
     for (const auto& script : scripts) {
         args.insert(args.end(), {"--child", script});
     }
-    std::vector<std::pair<std::string, std::unique_ptr<Observer>>> observers;
-    for (const auto& [name, source] : offered_sources()) {
-        observers.emplace_back(name,
-                               std::make_unique<Observer>(ObserverOptions{.cow = source}, log));
-    }
-    FixtureProcess fixture(args);
-    fixture.wait_ready();
-    for (auto& [name, observer] : observers) {
-        track_manager(*observer, ProcFs(), fixture.manager());
-    }
-    fixture.go_and_wait_done(scripts.size());
-    for (const auto& script : scripts) {
-        const ChildScript parsed = parse_child_script(script);
-        const ScriptTruth truth = script_truth(parsed, preload);
-        const pid_t pid = fixture.child(parsed.name);
-        for (const auto& [mode, observer] : observers) {
-            const auto reading = observer->read_child(pid);
+    // What each way cannot tell apart (docs/accuracy.md): the fault class takes every
+    // present-page write for COW and a file copy on first write for growth; kprobes alone
+    // miss file copies on first write; the mapping without counter pairing takes a
+    // zero-page fill in inherited memory (heapzero) for COW.
+    const auto handles = [](const CowSource& source, const std::string& script) {
+        const std::string kind = script.substr(0, script.find(':'));
+        if (source.exact) {
+            return kind != "file" || source.exact_fills || source.by_vma;
+        }
+        if (source.by_vma) {
+            return kind != "heapzero" || source.paired;
+        }
+        return kind != "shared" && kind != "zero" && kind != "heapzero" && kind != "mprotect" &&
+               kind != "file";
+    };
+    for (const auto& [mode, source] : offered_sources()) {
+        SCOPED_TRACE(mode);
+        Observer observer({.cow = source}, log);
+        FixtureProcess fixture(args);
+        fixture.wait_ready();
+        track_manager(observer, ProcFs(), fixture.manager());
+        fixture.go_and_wait_done(scripts.size());
+        for (const auto& script : scripts) {
+            const ChildScript parsed = parse_child_script(script);
+            const ScriptTruth truth = script_truth(parsed, preload);
+            const auto reading = observer.read_child(fixture.child(parsed.name));
             ASSERT_TRUE(reading.has_value()) << script << " is not tracked";
-            const MemoryAccount account = account_memory(*reading, observer->cow_source());
+            const MemoryAccount account = account_memory(*reading, observer.cow_source());
             std::printf(
                 "  %-13s %-11s cow %6.2f MiB (truth %5.1f)  growth %6.2f MiB (truth %5.1f)"
                 "  excluded %6.2f MiB\n",
@@ -163,7 +173,8 @@ TEST(Observer, AccuracyTrapsMatchTheirTruth) {
                 static_cast<double>(account.fresh_growth_bytes) / MiB,
                 static_cast<double>(truth.growth_bytes) / MiB,
                 static_cast<double>(account.excluded_write_bytes) / MiB);
-            if (mode == "auto") {
+            EXPECT_EQ(reading->faults.vma_unknown, 0u) << script << ": the mapping was unreadable";
+            if (mode == "auto" || handles(observer.cow_source(), script)) {
                 expect_near_truth(script + " cow", account.cow_bytes(), truth.cow_bytes);
                 expect_near_truth(script + " growth", account.fresh_growth_bytes,
                                   truth.growth_bytes);
