@@ -188,7 +188,7 @@ std::string runtime_advice(Runtime runtime) {
             // Proven by tests/e2e/test_diagnose_servers.py GunicornGcFreeze: the same load
             // unshares ~60% less with gc.freeze(); what is left is refcount writes.
             return "Python writes a reference count into every inherited object a worker reads, "
-                   "and its cyclic GC's full collections write into every inherited container. "
+                   "and its cyclic GC's full collections write into the inherited containers. "
                    "Call gc.freeze() at the end of preloading, just before the workers fork "
                    "(Python 3.7+): collections then skip what was preloaded. Reading inherited "
                    "objects still unshares their pages.";

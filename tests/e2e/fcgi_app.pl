@@ -8,6 +8,7 @@
 #                       COW writes the source SV's flags and the refcount byte in its buffer,
 #                       so pages are unshared without the child growing
 #   /leak?mb=N          appends an N MB string to a global array that is never freed
+#   /leak?kb=N          the same with N KiB (kb wins over mb)
 #   /slow?ms=N          sleeps N ms (completes even when HUP/TERM arrives meanwhile)
 # Any handler given ?pid=P does nothing unless it is served by child P: it answers 421 with its
 # own pid, so a client can aim work at one child by retrying.
@@ -97,8 +98,9 @@ sub handle {
     }
     if ($path eq '/leak') {
         my $mb = query_param('mb', 2);
-        push @LEAK, 'L' x ($mb * 1024 * 1024);
-        return respond('200 OK', pid => $$, op => 'leak', mb => $mb, leaked => scalar @LEAK);
+        my $kb = query_param('kb', $mb * 1024);
+        push @LEAK, 'L' x ($kb * 1024);
+        return respond('200 OK', pid => $$, op => 'leak', kb => $kb, leaked => scalar @LEAK);
     }
     if ($path eq '/slow') {
         my $ms = query_param('ms', 1000);

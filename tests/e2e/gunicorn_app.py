@@ -5,17 +5,25 @@ worker inherits it copy-on-write. Routes (every response is one line of JSON nam
   /ok                 nothing
   /read?items=N       looks up N entries (a moving window per worker): each lookup increments the
                       key's and the value's refcount, which unshares their pages without growth
+  /read?...&churn=M   also builds and drops M small lists, held together for the request: enough
+                      allocations for the cyclic GC to run, and survivors enough for it to run
+                      full collections, which walk every tracked object (the inherited ROWS too)
   /leak?mb=N          appends N MB of bytes to a module-level list that is never freed
+  /leak?kb=N          the same with N KiB (kb wins over mb)
   /slow?ms=N          sleeps N ms
 Any route given ?pid=P does nothing unless it is served by worker P: it answers 421 with its own
 pid, so a client can aim work at one worker by retrying.
 
 Environment: E2E_ITEMS (entries, default 700000), E2E_MAX_LIFETIME (seconds, default 600: the
-arbiter sends itself SIGTERM then, so nothing outlives a killed test driver).
+arbiter sends itself SIGTERM then, so nothing outlives a killed test driver), E2E_GC_ROWS (default
+0: that many small lists, GC-tracked containers that no route reads, also built at import),
+KR_GC_FREEZE=1 (gc.collect() then gc.freeze() at the end of import, so the workers' collections
+skip everything preloaded; without it, only gc.collect()).
 
     gunicorn --preload --workers 3 --worker-class sync --bind 127.0.0.1:PORT --pid FILE \
              --chdir tests/e2e gunicorn_app:app
 """
+import gc
 import json
 import os
 import signal
@@ -32,6 +40,10 @@ for _i in range(ITEMS):
 KEYS = list(DATA)
 del _i
 
+# Containers are what the cyclic GC tracks (str, bytes and int are not; DATA holds only those).
+# ~56 bytes each with its GC header, in pymalloc pools of their own; no route reads them.
+ROWS = [[_n, None] for _n in range(int(os.environ.get("E2E_GC_ROWS", "0")))]
+
 LEAK = []
 _cursor = 0
 
@@ -46,6 +58,16 @@ def _stop_arbiter_later(seconds, arbiter_pid):
 
 
 _stop_arbiter_later(int(os.environ.get("E2E_MAX_LIFETIME", "600")), os.getpid())
+
+
+def _churn(lists):
+    # A chain of small lists, held until the end so the collections see survivors. A chain, not
+    # one big list of them: its item array would come from malloc, whose heap keeps what the
+    # first requests grow it by (fresh memory that is no leak, but noise in the test).
+    held = None
+    for _ in range(lists):
+        held = [held]
+    return lists
 
 
 def _param(query, name, default):
@@ -78,10 +100,14 @@ def app(environ, start_response):
     elif path == "/read":
         items = _param(query, "items", 10000)
         body = {"pid": pid, "op": "read", "items": items, "bytes": _read(items)}
+        churn = _param(query, "churn", 0)
+        if churn:
+            body.update(churn=_churn(churn), frozen=GC_FROZEN,
+                        collections=[generation["collections"] for generation in gc.get_stats()])
     elif path == "/leak":
-        mb = _param(query, "mb", 2)
-        LEAK.append(b"L" * (mb * 1024 * 1024))
-        body = {"pid": pid, "op": "leak", "mb": mb, "leaked": len(LEAK)}
+        kb = _param(query, "kb", _param(query, "mb", 2) * 1024)
+        LEAK.append(b"L" * (kb * 1024))
+        body = {"pid": pid, "op": "leak", "kb": kb, "leaked": len(LEAK)}
     elif path == "/slow":
         ms = _param(query, "ms", 1000)
         time.sleep(ms / 1000)
@@ -91,3 +117,10 @@ def app(environ, start_response):
     payload = (json.dumps(body, sort_keys=True) + "\n").encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
     return [payload]
+
+
+# Both runs of the gc.freeze test start their workers from the same state: the preload collected.
+gc.collect()
+if os.environ.get("KR_GC_FREEZE") == "1":
+    gc.freeze()  # Python 3.7+: everything tracked so far goes to the permanent generation
+GC_FROZEN = gc.get_freeze_count()

@@ -11,6 +11,10 @@ and answers 421), so each child has one role, and records which pid actually did
 The same run samples /proc/PID/smaps_rollup itself (ground truth), checks that the workload did
 what it should, and prints both side by side, so a failure says whether the server or kidreaper
 was wrong.
+A second window per server puts all the work in a burst at its start (60 x 512 KiB /leak to one
+child, 30 /read to another), then idles: still "leak" and "cow". A last test runs gunicorn twice,
+without and with gc.freeze() at the end of the preload, under the same /read load that makes the
+workers' GC run full collections, and checks that the frozen run unshares at least 20% less.
 
     python3 tests/e2e/test_diagnose_servers.py --kidreaper build/userspace/kidreaper [-v] [unittest args]
     python3 tests/e2e/test_diagnose_servers.py --workload-only    # no kidreaper, no root: servers only
@@ -22,6 +26,7 @@ import argparse
 import atexit
 import collections
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -53,6 +58,23 @@ EXPECTED = {
     "mixed": {"leak", "mixed"},
     "idle": {"stable", "cow", "unknown"},
 }
+# The burst test: work only in the first seconds of the window, then nothing. Expected verdicts as
+# above, except that a burst reader that unshared under the COW threshold may be `stable`. The
+# first leaker gets its burst spread over ~2 s, the second all at once at the start (a fraction of
+# a second: within one --interval).
+BURST_ROLES = ("read", "leak", "leak", "idle")
+BURST_LEAKS, BURST_LEAK_KB = 60, 512  # 30 MiB kept
+BURST_READS = 30
+BURST_SPACING = 0.02  # seconds between rounds of a burst: 60 rounds take 1.5-3 s (--burst-spacing)
+BURST_EXPECTED = dict(EXPECTED, read={"cow", "stable"})
+# The gc.freeze test (gunicorn): the same /read load twice, on a preload without and with
+# gc.freeze(). The preload adds GC-tracked containers that no route reads; every /read builds
+# CHURN small lists, so the workers' cyclic GC runs full collections.
+FREEZE_ROWS = 100_000
+FREEZE_READ_ITEMS = 2000
+FREEZE_CHURN = 20_000
+FREEZE_TICK = 0.5
+FREEZE_MIN_SAVING = 0.20  # the frozen run unshares at least this fraction less
 
 
 class Options:
@@ -60,7 +82,11 @@ class Options:
     workload_only = False
     warm_up = True
     duration = 15
-    timeout = 170
+    burst_duration = 10
+    burst_spacing = BURST_SPACING
+    freeze_duration = 8
+    interval = "500ms"
+    timeout = 200
     watchdog_fired = False
 
 
@@ -137,6 +163,7 @@ class Server:
         self.proc = None
         self.port = None
         self.manager_pid = None
+        self.dirty = False  # its children did work that a later test must not inherit
 
     def command(self, port, lifetime):
         raise NotImplementedError
@@ -168,6 +195,7 @@ class Server:
             LIVE_SERVERS.append(self)
             try:
                 self._wait_ready(timeout=60)
+                self.dirty = False
                 return
             except RuntimeError as error:
                 last_error = error
@@ -245,6 +273,10 @@ class GunicornServer(Server):
     items = 700_000  # ~235 MB dict of str in the arbiter
     read_items = 7000
 
+    def __init__(self, extra_env=None):
+        super().__init__()
+        self.extra_env = dict(extra_env or {})
+
     def command(self, port, lifetime):
         gunicorn = shutil.which("gunicorn")
         if gunicorn is None:
@@ -260,6 +292,9 @@ class GunicornServer(Server):
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["E2E_ITEMS"] = str(self.items)
         env["E2E_MAX_LIFETIME"] = str(lifetime)
+        env.pop("KR_GC_FREEZE", None)
+        env.pop("E2E_GC_ROWS", None)
+        env.update(self.extra_env)
         return env
 
     def request(self, path, timeout=10.0):
@@ -279,39 +314,59 @@ class Traffic(threading.Thread):
     """Aims work at single children until stopped; bounded in time and request count.
 
     ledger[pid] counts what each child reported it did ("read", "leak", "skip").
+    paths: role -> path template ({pid} filled in); mixed alternates between read and leak.
     """
 
-    def __init__(self, server, roles, max_seconds, max_requests=20000):
+    def __init__(self, server, roles, max_seconds, max_requests=20000, tick=TICK_SECONDS, paths=None,
+                 patience=12 * CHILDREN):
         super().__init__(name=f"traffic-{server.name}", daemon=True)
         self.server = server
         self.roles = roles
         self.max_seconds = max_seconds
         self.max_requests = max_requests
+        self.tick = tick
+        self.patience = patience  # tries per aimed request (gunicorn's workers take turns unevenly)
+        self.paths = {"read": f"/read?pid={{pid}}&items={server.read_items}",
+                      "leak": f"/leak?pid={{pid}}&mb={LEAK_MB}", **(paths or {})}
         self.stop_event = threading.Event()
         self.ledger = collections.defaultdict(collections.Counter)
+        self.bodies = collections.defaultdict(list)  # pid -> its 200 answers, in order
+        self.first_done, self.last_done = {}, {}  # pid -> time.monotonic() of its first/last 200
         self.requests = 0
         self.errors = []
         self.misses = 0  # targeted requests that never reached their child
+        self.started_at = self.finished_at = None  # time.monotonic()
 
     def run(self):
+        self.started_at = time.monotonic()
+        try:
+            self.send()
+        finally:
+            self.finished_at = time.monotonic()
+
+    def send(self):
         deadline = time.monotonic() + self.max_seconds
         tick = 0
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             for pid, role in self.roles.items():
                 if role == "read" or (role == "mixed" and tick % 2 == 0):
-                    self.aim(pid, f"/read?pid={pid}&items={self.server.read_items}")
+                    self.aim(pid, self.paths["read"].format(pid=pid))
                 elif role == "leak" or role == "mixed":
-                    self.aim(pid, f"/leak?pid={pid}&mb={LEAK_MB}")
+                    self.aim(pid, self.paths["leak"].format(pid=pid))
             tick += 1
             if self.requests >= self.max_requests or len(self.errors) > 20:
                 break
-            self.stop_event.wait(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
+            self.stop_event.wait(max(0.0, self.tick - (time.monotonic() - started)))
 
     def aim(self, pid, path):
-        for _ in range(12 * CHILDREN):
+        for attempt in range(self.patience):
             if self.stop_event.is_set():
                 return
+            if attempt >= CHILDREN:
+                # Give every child time to wait for the next connection again: otherwise the one
+                # that just answered 421 is the quickest to accept it, again and again (gunicorn).
+                time.sleep(0.002)
             self.requests += 1
             try:
                 status, body = self.server.request(path)
@@ -320,8 +375,32 @@ class Traffic(threading.Thread):
                 return
             self.ledger[body.get("pid")][body.get("op") if status in (200, 421) else f"http{status}"] += 1
             if status == 200:
+                self.bodies[pid].append(body)
+                self.first_done.setdefault(pid, time.monotonic())
+                self.last_done[pid] = time.monotonic()
                 return
         self.misses += 1
+
+
+class BurstTraffic(Traffic):
+    """Sends each child its burst, then stops: the rest of the window is idle. bursts[pid] is a
+    list of rounds, each a list of paths; round i of every child is sent, then `spacing` seconds
+    pass before round i + 1."""
+
+    def __init__(self, server, bursts, spacing, max_seconds):
+        super().__init__(server, {}, max_seconds, patience=60 * CHILDREN)
+        self.bursts = bursts
+        self.spacing = spacing
+
+    def send(self):
+        deadline = time.monotonic() + self.max_seconds
+        for rounds in itertools.zip_longest(*self.bursts.values(), fillvalue=[]):
+            if self.stop_event.is_set() or time.monotonic() > deadline or len(self.errors) > 20:
+                return
+            for pid, paths in zip(self.bursts, rounds):
+                for path in paths:
+                    self.aim(pid, path)
+            self.stop_event.wait(self.spacing)
 
 
 def warm_up(server, children, rounds=10):
@@ -380,10 +459,26 @@ def probe_diagnose():
 
 def start_diagnose(target_args, duration):
     command = [Options.kidreaper, "diagnose", *target_args, "--duration", f"{duration}s",
-               "--interval", "500ms", "--format", "json"]
+               "--interval", Options.interval, "--format", "json"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     return command, proc
+
+
+def wait_attached(proc, timeout=15.0):
+    """Returns once kidreaper holds BPF links (its programs are attached), plus a little for its
+    first sample, so that traffic sent from now on falls inside its window."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+            if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == "anon_inode:bpf_link" for fd in fds):
+                time.sleep(0.3)
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    time.sleep(0.5)  # exited or attaches differently: the report will tell
 
 
 def finish_diagnose(proc, duration):
@@ -400,7 +495,30 @@ def finish_diagnose(proc, duration):
 # ---------------------------------------------------------------------------------------------
 # Tests
 
-class ServerTestMixin:
+class Window:
+    """One diagnose window: the roles, the traffic, /proc before and after, kidreaper's output."""
+
+    def __init__(self, roles, traffic, before):
+        self.roles = roles
+        self.traffic = traffic
+        self.before = before
+        self.after = {}
+        self.command = None
+        self.returncode = self.stdout = self.stderr = None
+        self.reports = {}
+        self.table = ""
+        self.started_at = None
+
+    def unshared(self, pid):
+        return self.after[pid]["Private_Dirty"] - self.before[pid]["Private_Dirty"]
+
+    def grown(self, pid):
+        return self.after[pid]["RssAnon"] - self.before[pid]["RssAnon"]
+
+
+class ServerChecks:
+    """Starts `server_class` (if any) for the class; helpers that run a window and check its report."""
+
     server_class = None
     server = None
 
@@ -412,6 +530,8 @@ class ServerTestMixin:
             problem = probe_diagnose()
             if problem:
                 raise AssertionError(f"kidreaper diagnose unusable: {problem}")
+        if cls.server_class is None:
+            return
         cls.server = cls.server_class()
         try:
             cls.server.start(lifetime=Options.timeout + 60)
@@ -475,42 +595,33 @@ class ServerTestMixin:
         self.assertLessEqual(child["private_bytes"], child["pss_bytes"] + slack,
                              f"child {pid}: private_bytes > pss_bytes{where}")
 
-    # -- tests ----------------------------------------------------------------------------
+    def fresh_children(self):
+        """The live children, restarting the server first if an earlier test gave them work."""
+        if self.server.dirty:
+            self.server.stop()
+            self.server.start(lifetime=Options.timeout + 60)
+        return self.live_children()
 
-    def test_diagnose_pidfile_idle_server(self):
-        """--pidfile finds the manager and all its children; an idle server has no leak."""
-        if Options.workload_only:
-            self.skipTest("--workload-only")
-        children = self.live_children()
-        before = snapshot(children)
-        command, proc = start_diagnose(["--pidfile", self.server.pidfile], 3)
-        returncode, stdout, stderr = finish_diagnose(proc, 3)
-        after = snapshot(children)
-        by_pid, where = self.parse_report(command, returncode, stdout, stderr)
-        self.assertEqual(sorted(by_pid), self.live_children(), f"children{where}")
-        for pid in children:
-            self.check_sizes(by_pid[pid], before[pid], after[pid], where)
-            self.assertNotIn(by_pid[pid]["verdict"], ("leak", "mixed"),
-                             f"child {pid} was idle but is called {by_pid[pid]['verdict']}{where}")
-
-    def test_diagnose_verdicts_under_traffic(self):
-        """Per child: /read only -> cow, /leak only -> leak, both -> leak|mixed, none -> no leak."""
-        duration = Options.duration
-        children = self.live_children()
-        roles = dict(zip(children, ROLES))
+    def observe(self, roles, traffic, duration, warm=None):
+        """Warms up, runs `traffic` during a `duration` s diagnose window (or just the traffic with
+        --workload-only), and returns a Window with /proc before and after and kidreaper's report."""
+        children = sorted(roles)
+        self.server.dirty = True
         if Options.warm_up:
-            warm = warm_up(self.server, children)
-            self.assertFalse(warm.errors, f"warm-up: {warm.errors[:5]}")
-        before = snapshot(children)
-        traffic = Traffic(self.server, roles, max_seconds=duration + 30)
-        command = proc = None
+            warmed = warm_up(self.server, children)
+            self.assertFalse(warmed.errors, f"warm-up: {warmed.errors[:5]}")
+        if warm is not None:
+            warm(children)
+        window = Window(roles=roles, traffic=traffic, before=snapshot(children))
+        proc = None
         try:
             if not Options.workload_only:
-                command, proc = start_diagnose(["--pid", str(self.server.manager_pid)], duration)
-                time.sleep(0.5)  # let it attach before the first request
+                window.command, proc = start_diagnose(["--pid", str(self.server.manager_pid)], duration)
+                wait_attached(proc)
+            window.started_at = time.monotonic()
             traffic.start()
             if proc is not None:
-                returncode, stdout, stderr = finish_diagnose(proc, duration)
+                window.returncode, window.stdout, window.stderr = finish_diagnose(proc, duration)
             else:
                 time.sleep(duration)
         finally:
@@ -520,54 +631,47 @@ class ServerTestMixin:
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        after = snapshot(children)
-        reports = {}
+        window.after = snapshot(children)
         if proc is not None:
             try:
-                reports = {c.get("pid"): c for c in json.loads(stdout).get("children", []) if isinstance(c, dict)}
+                window.reports = {c.get("pid"): c for c in json.loads(window.stdout).get("children", [])
+                                  if isinstance(c, dict)}
             except (ValueError, AttributeError):
                 pass
-        table = self.ground_truth_table(children, roles, traffic, before, after, reports)
-        print(f"\n{table}", file=sys.stderr)
-
-        # 1. The workload did what it should (otherwise kidreaper cannot be judged).
-        self.assertFalse(traffic.errors, f"request errors: {traffic.errors[:5]}\n{table}")
-        self.assertEqual(self.live_children(), children, f"children changed during the run\n{table}")
+        window.table = self.ground_truth_table(children, roles, traffic, window.before, window.after,
+                                               window.reports)
+        if traffic.finished_at is not None and window.started_at is not None:
+            window.table += (f"\ntraffic from {traffic.started_at - window.started_at:+.1f} s to "
+                             f"{traffic.finished_at - window.started_at:+.1f} s of the window "
+                             f"(attached at 0; {duration} s); each child's work from its first to "
+                             f"its last answer: " + ", ".join(
+                                 f"{pid} {traffic.first_done[pid] - window.started_at:+.2f}.."
+                                 f"{traffic.last_done[pid] - window.started_at:+.2f} s"
+                                 for pid in children if pid in traffic.last_done))
+        print(f"\n{window.table}", file=sys.stderr)
+        self.assertFalse(traffic.errors, f"request errors: {traffic.errors[:5]}\n{window.table}")
+        self.assertEqual(self.live_children(), children, f"children changed during the run\n{window.table}")
         for pid in children:
-            played = expected_role(traffic.ledger[pid])
-            self.assertEqual(played, roles[pid], f"child {pid} was meant to play {roles[pid]}\n{table}")
-            self.assertIsNotNone(before[pid], table)
-            self.assertIsNotNone(after[pid], table)
-            unshared = after[pid]["Private_Dirty"] - before[pid]["Private_Dirty"]
-            grown = after[pid]["RssAnon"] - before[pid]["RssAnon"]
-            if played == "read":
-                self.assertGreater(unshared, 16 * MiB, f"workload: child {pid} did not unshare\n{table}")
-                self.assertLess(abs(grown), 8 * MiB, f"workload: child {pid} grew on /read\n{table}")
-            elif played == "leak":
-                self.assertGreater(grown, 32 * MiB, f"workload: child {pid} did not grow\n{table}")
-            elif played == "mixed":
-                self.assertGreater(grown, 16 * MiB, f"workload: child {pid} did not grow\n{table}")
-                self.assertGreater(unshared - grown, 8 * MiB, f"workload: child {pid} did not unshare\n{table}")
-            else:
-                self.assertLess(abs(grown), 8 * MiB, f"workload: idle child {pid} grew\n{table}")
-        if Options.workload_only:
-            return
+            self.assertIsNotNone(window.before[pid], window.table)
+            self.assertIsNotNone(window.after[pid], window.table)
+        return window
 
-        # 2. kidreaper's report.
-        by_pid, where = self.parse_report(command, returncode, stdout, stderr, table)
-        for pid in children:
-            self.assertIn(pid, by_pid, f"child {pid} missing from the report{where}")
-            child = by_pid[pid]
-            self.check_sizes(child, before[pid], after[pid], where)
-            played = expected_role(traffic.ledger[pid])
-            self.assertIn(child["verdict"], EXPECTED[played],
-                          f"child {pid} played {played} but is called {child['verdict']}{where}")
-            if played in ("read", "mixed"):
-                self.assertGreater(child["cow_bytes"], 1 * MiB, f"child {pid}: cow_bytes{where}")
-            if played in ("leak", "mixed"):
-                self.assertGreater(child["growth_bytes"], 16 * MiB, f"child {pid}: growth_bytes{where}")
-            if played == "read":
-                self.assertLess(child["growth_bytes"], 8 * MiB, f"child {pid}: growth_bytes{where}")
+    def check_workload(self, window, pid, played, leaked=None):
+        """The workload did what it should (otherwise kidreaper cannot be judged)."""
+        table = window.table
+        self.assertEqual(played, window.roles[pid], f"child {pid} was meant to play {window.roles[pid]}\n{table}")
+        unshared, grown = window.unshared(pid), window.grown(pid)
+        if played == "read":
+            self.assertGreater(unshared, 16 * MiB, f"workload: child {pid} did not unshare\n{table}")
+            self.assertLess(abs(grown), 8 * MiB, f"workload: child {pid} grew on /read\n{table}")
+        elif played == "leak":
+            minimum = 0.9 * leaked if leaked else 32 * MiB
+            self.assertGreater(grown, minimum, f"workload: child {pid} did not grow\n{table}")
+        elif played == "mixed":
+            self.assertGreater(grown, 16 * MiB, f"workload: child {pid} did not grow\n{table}")
+            self.assertGreater(unshared - grown, 8 * MiB, f"workload: child {pid} did not unshare\n{table}")
+        else:
+            self.assertLess(abs(grown), 8 * MiB, f"workload: idle child {pid} grew\n{table}")
 
     def ground_truth_table(self, children, roles, traffic, before, after, reports):
         lines = [f"{self.server.name}: manager {self.server.manager_pid}, {traffic.requests} requests, "
@@ -591,7 +695,111 @@ class ServerTestMixin:
             lines.append(f"{pid:>8} {roles[pid]:>6} {counts['read']:>5} {counts['leak']:>5} {counts['skip']:>5} "
                          f"{(a['Rss'] / MiB if a else 0):>7.1f} {delta('Private_Dirty'):>10} "
                          f"{delta('RssAnon'):>8} {delta('Pss'):>7} | {kr}")
+        for pid in children:
+            if reports.get(pid):
+                kept = reports[pid].get("sustained_growth_bytes")
+                lines.append(f"{pid:>8} kept {mib(kept).lstrip('+') if isinstance(kept, int) else '?'} MiB; "
+                             f"reason: {reports[pid].get('reason')}")
         return "\n".join(lines)
+
+
+class ServerTestMixin(ServerChecks):
+    """The diagnose tests every server runs."""
+
+    def test_diagnose_pidfile_idle_server(self):
+        """--pidfile finds the manager and all its children; an idle server has no leak."""
+        if Options.workload_only:
+            self.skipTest("--workload-only")
+        children = self.live_children()
+        before = snapshot(children)
+        command, proc = start_diagnose(["--pidfile", self.server.pidfile], 3)
+        returncode, stdout, stderr = finish_diagnose(proc, 3)
+        after = snapshot(children)
+        by_pid, where = self.parse_report(command, returncode, stdout, stderr)
+        self.assertEqual(sorted(by_pid), self.live_children(), f"children{where}")
+        for pid in children:
+            self.check_sizes(by_pid[pid], before[pid], after[pid], where)
+            self.assertNotIn(by_pid[pid]["verdict"], ("leak", "mixed"),
+                             f"child {pid} was idle but is called {by_pid[pid]['verdict']}{where}")
+
+    def test_diagnose_verdicts_under_traffic(self):
+        """Per child: /read only -> cow, /leak only -> leak, both -> leak|mixed, none -> no leak."""
+        children = self.fresh_children()
+        roles = dict(zip(children, ROLES))
+        traffic = Traffic(self.server, roles, max_seconds=Options.duration + 30)
+        window = self.observe(roles, traffic, Options.duration)
+        for pid in children:
+            self.check_workload(window, pid, expected_role(traffic.ledger[pid]))
+        if Options.workload_only:
+            return
+
+        by_pid, where = self.parse_report(window.command, window.returncode, window.stdout, window.stderr,
+                                          window.table)
+        for pid in children:
+            self.assertIn(pid, by_pid, f"child {pid} missing from the report{where}")
+            child = by_pid[pid]
+            self.check_sizes(child, window.before[pid], window.after[pid], where)
+            played = expected_role(traffic.ledger[pid])
+            self.assertIn(child["verdict"], EXPECTED[played],
+                          f"child {pid} played {played} but is called {child['verdict']}{where}")
+            if played in ("read", "mixed"):
+                self.assertGreater(child["cow_bytes"], 1 * MiB, f"child {pid}: cow_bytes{where}")
+            if played in ("leak", "mixed"):
+                self.assertGreater(child["growth_bytes"], 16 * MiB, f"child {pid}: growth_bytes{where}")
+            if played == "read":
+                self.assertLess(child["growth_bytes"], 8 * MiB, f"child {pid}: growth_bytes{where}")
+
+    def test_diagnose_verdicts_after_a_burst(self):
+        """Work only in the first seconds of the window, then idle: both burst leakers (60 x 512 KiB,
+        spread over ~2 s or all at once) -> leak with their growth, the burst reader -> cow (stable
+        if under the threshold), the child that only answered 421 -> no leak."""
+        duration = Options.burst_duration
+        children = self.fresh_children()
+        roles = dict(zip(children, BURST_ROLES))
+        bursts, spread = {}, True
+        for pid, role in roles.items():
+            if role == "leak":
+                leak = f"/leak?pid={pid}&kb={BURST_LEAK_KB}"
+                bursts[pid] = [[leak]] * BURST_LEAKS if spread else [[leak] * BURST_LEAKS]
+                spread = False
+            elif role == "read":
+                bursts[pid] = [[f"/read?pid={pid}&items={self.server.read_items}"]] * BURST_READS
+        traffic = BurstTraffic(self.server, bursts, Options.burst_spacing, max_seconds=duration)
+        window = self.observe(roles, traffic, duration)
+        leaked = BURST_LEAKS * BURST_LEAK_KB * 1024
+        for pid in children:
+            played = expected_role(traffic.ledger[pid])
+            self.assertEqual(traffic.ledger[pid][played] if played != "idle" else 0,
+                             sum(map(len, bursts.get(pid, []))),
+                             f"child {pid} did not get its whole {played} burst\n{window.table}")
+            self.check_workload(window, pid, played, leaked=leaked)
+        burst_seconds = traffic.finished_at - window.started_at
+        self.assertLess(burst_seconds, 0.6 * duration,
+                        f"the burst took {burst_seconds:.1f} s of the {duration} s window\n{window.table}")
+        if Options.workload_only:
+            return
+
+        by_pid, where = self.parse_report(window.command, window.returncode, window.stdout, window.stderr,
+                                          window.table)
+        for pid in children:
+            self.assertIn(pid, by_pid, f"child {pid} missing from the report{where}")
+            child = by_pid[pid]
+            self.check_sizes(child, window.before[pid], window.after[pid], where)
+            played = expected_role(traffic.ledger[pid])
+            self.assertIn(child["verdict"], BURST_EXPECTED[played],
+                          f"child {pid} had a {played} burst but is called {child['verdict']}: "
+                          f"{child.get('reason')!r}{where}")
+            if played == "leak":
+                truth = window.grown(pid)  # RssAnon over the run
+                self.assertLess(abs(child["growth_bytes"] - truth), max(0.15 * truth, 4 * MiB),
+                                f"child {pid}: growth_bytes={child['growth_bytes']} but RssAnon grew "
+                                f"{truth}{where}")
+                self.assertGreater(child["sustained_growth_bytes"], 2 * MiB,
+                                   f"child {pid}: sustained_growth_bytes{where}")
+            if played == "read":
+                self.assertLess(child["growth_bytes"], 8 * MiB, f"child {pid}: growth_bytes{where}")
+                if child["verdict"] == "cow":
+                    self.assertGreater(child["cow_bytes"], 1 * MiB, f"child {pid}: cow_bytes{where}")
 
 
 class PerlFcgiProcManager(ServerTestMixin, unittest.TestCase):
@@ -600,6 +808,103 @@ class PerlFcgiProcManager(ServerTestMixin, unittest.TestCase):
 
 class GunicornPreload(ServerTestMixin, unittest.TestCase):
     server_class = GunicornServer
+
+
+class GunicornGcFreeze(ServerChecks, unittest.TestCase):
+    """gc.freeze() before the fork: the same /read load unshares less (the advice for Python)."""
+
+    def run_freeze_window(self, frozen):
+        """One gunicorn --preload (KR_GC_FREEZE=1 or not) under the freeze test's /read load, every
+        child a reader; returns the Window and kidreaper's report per pid."""
+        env = {"E2E_GC_ROWS": str(FREEZE_ROWS)}
+        if frozen:
+            env["KR_GC_FREEZE"] = "1"
+        server = GunicornServer(extra_env=env)
+        server.name = "gunicorn-gc.freeze" if frozen else "gunicorn-no-freeze"
+        type(self).server = self.server = server
+        try:
+            server.start(lifetime=Options.timeout + 60)
+            children = self.live_children()
+            roles = {pid: "read" for pid in children}
+            read = f"/read?pid={{pid}}&items={FREEZE_READ_ITEMS}&churn={FREEZE_CHURN}"
+            traffic = Traffic(server, roles, max_seconds=Options.freeze_duration + 30, tick=FREEZE_TICK,
+                              paths={"read": read}, patience=60 * CHILDREN)
+            warm = Traffic(server, {}, max_seconds=30)
+
+            def warm_churn(pids):
+                # One request each: the churn's first allocations (pymalloc arenas) happen before
+                # the window, and too few survivors yet for a full collection.
+                for pid in pids:
+                    warm.aim(pid, f"/read?pid={pid}&items=0&churn={FREEZE_CHURN}")
+                self.assertFalse(warm.errors, f"warm-up: {warm.errors[:5]}")
+
+            window = self.observe(roles, traffic, Options.freeze_duration, warm=warm_churn)
+            window.warm = warm
+            by_pid = {}
+            if not Options.workload_only:
+                by_pid, window.where = self.parse_report(window.command, window.returncode, window.stdout,
+                                                         window.stderr, window.table)
+            return window, by_pid
+        finally:
+            server.cleanup()
+            type(self).server = self.server = None
+
+    def test_gc_freeze_unshares_less(self):
+        """Without gc.freeze(), the workers' full collections write the GC header of every
+        preloaded container; with it they skip them. Same load, at least 20% less unshared."""
+        runs = {frozen: self.run_freeze_window(frozen) for frozen in (False, True)}
+        totals = {}
+        lines = [f"gc.freeze test: {FREEZE_ROWS} preloaded lists, /read?items={FREEZE_READ_ITEMS}"
+                 f"&churn={FREEZE_CHURN} every {FREEZE_TICK} s per child, {Options.freeze_duration} s window"]
+        for frozen, (window, by_pid) in runs.items():
+            gen2 = []
+            for pid in window.roles:
+                warmed = window.warm.bodies[pid][-1]["collections"]
+                bodies = window.traffic.bodies[pid]
+                self.assertTrue(bodies, f"child {pid} got no /read\n{window.table}")
+                self.assertEqual(bodies[-1]["frozen"] > FREEZE_ROWS, frozen,
+                                 f"child {pid}: gc.get_freeze_count() = {bodies[-1]['frozen']}\n{window.table}")
+                gen2.append(bodies[-1]["collections"][2] - warmed[2])
+            # The workload: the same number of requests, and full collections in the window.
+            self.assertTrue(all(n > 0 for n in gen2),
+                            f"no full collection in the window: {gen2}\n{window.table}")
+            # /proc's measure of COW: Private_Dirty growth less fresh memory (RssAnon growth).
+            dirty = sum(window.unshared(pid) for pid in window.roles)
+            grown = sum(window.grown(pid) for pid in window.roles)
+            unshared = dirty - grown
+            reads = sum(window.traffic.ledger[pid]["read"] for pid in window.roles)
+            cow = sum(c["cow_bytes"] for c in by_pid.values()) if by_pid else None
+            totals[frozen] = (unshared, cow, reads)
+            lines.append(f"  {'gc.freeze()' if frozen else 'no freeze  '}: {reads} reads, full collections "
+                         f"per child {gen2}, dPrivate_Dirty {dirty / MiB:.1f} MiB - dRssAnon "
+                         f"{grown / MiB:.1f} MiB = {unshared / MiB:.1f} MiB unshared, kidreaper cow_bytes "
+                         f"{cow / MiB if cow is not None else float('nan'):.1f} MiB; verdicts "
+                         f"{[by_pid[pid]['verdict'] for pid in sorted(by_pid)]}")
+            for pid, child in sorted(by_pid.items()):
+                self.assertIn(child["verdict"], EXPECTED["read"],
+                              f"child {pid} read but is called {child['verdict']}: {child.get('reason')!r}"
+                              f"{window.where}")
+                self.check_sizes(child, window.before[pid], window.after[pid], window.where)
+            for pid, child in sorted(by_pid.items()):
+                if child.get("cow_sites"):  # the advice shown is the one this test proves
+                    self.assertEqual(child.get("runtime"), "python", f"child {pid}: runtime{window.where}")
+                    self.assertIn("gc.freeze()", child.get("advice", ""), f"child {pid}: advice{window.where}")
+            sites = collections.Counter()
+            for child in by_pid.values():
+                for site in child.get("cow_sites", []):
+                    sites[site["name"]] += site["bytes"]
+            if sites:
+                lines.append("    COW written by: " + ", ".join(
+                    f"{name} {n / MiB:.1f} MiB" for name, n in sites.most_common(5)))
+        summary = "\n".join(lines)
+        print(f"\n{summary}", file=sys.stderr)
+        (unshared_off, cow_off, reads_off), (unshared_on, cow_on, reads_on) = totals[False], totals[True]
+        self.assertLess(abs(reads_on - reads_off), 0.1 * reads_off + 2, f"not the same load\n{summary}")
+        self.assertLess(unshared_on, (1 - FREEZE_MIN_SAVING) * unshared_off,
+                        f"/proc: gc.freeze() did not unshare {FREEZE_MIN_SAVING:.0%} less\n{summary}")
+        if cow_off is not None:
+            self.assertLess(cow_on, (1 - FREEZE_MIN_SAVING) * cow_off,
+                            f"kidreaper: gc.freeze() did not unshare {FREEZE_MIN_SAVING:.0%} less\n{summary}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,6 +922,13 @@ def main():
     parser.add_argument("--no-warm-up", action="store_true",
                         help="start the window on fresh children (their first-use unsharing included)")
     parser.add_argument("--duration", type=int, default=Options.duration, help="diagnose window, seconds")
+    parser.add_argument("--burst-duration", type=int, default=Options.burst_duration,
+                        help="diagnose window of the burst test, seconds")
+    parser.add_argument("--burst-spacing", type=float, default=Options.burst_spacing,
+                        help="seconds between the rounds of a burst (0: as fast as the server answers)")
+    parser.add_argument("--freeze-duration", type=int, default=Options.freeze_duration,
+                        help="diagnose window of each gc.freeze run, seconds")
+    parser.add_argument("--interval", default=Options.interval, help="kidreaper's --interval (500ms)")
     parser.add_argument("--timeout", type=int, default=Options.timeout, help="watchdog for the whole run, seconds")
     args, rest = parser.parse_known_args()
     if not args.kidreaper and not args.workload_only:
@@ -626,6 +938,10 @@ def main():
     Options.kidreaper = os.path.abspath(args.kidreaper) if args.kidreaper else None
     Options.workload_only = args.workload_only
     Options.duration = args.duration
+    Options.burst_duration = args.burst_duration
+    Options.burst_spacing = args.burst_spacing
+    Options.freeze_duration = args.freeze_duration
+    Options.interval = args.interval
     Options.warm_up = not args.no_warm_up
     Options.timeout = args.timeout
 

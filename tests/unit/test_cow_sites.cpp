@@ -59,7 +59,12 @@ TEST(Runtime, IsRecognisedFromMappingsOrCommand) {
     EXPECT_EQ(detect_runtime({}, "gunicorn"), Runtime::python);
     EXPECT_EQ(detect_runtime({}, "unicorn worker"), Runtime::ruby);
     EXPECT_EQ(detect_runtime({}, "nginx"), Runtime::unknown);
+    // Only what tests/e2e (GunicornGcFreeze) proves: gc.freeze() stops the GC's writes, not
+    // the refcount writes of reads.
     EXPECT_NE(runtime_advice(Runtime::python).find("gc.freeze()"), std::string::npos);
+    EXPECT_NE(runtime_advice(Runtime::python).find("still unshares"), std::string::npos);
+    EXPECT_EQ(runtime_advice(Runtime::python).find("gc.disable()"), std::string::npos)
+        << "not proven by a test";
     EXPECT_NE(runtime_advice(Runtime::ruby).find("GC.compact"), std::string::npos);
 }
 
