@@ -31,6 +31,7 @@
 #include <sstream>
 
 #include "bench_util.h"
+#include "kernel_features.h"
 #include "log.h"
 #include "observer.h"
 #include "procfs.h"
@@ -367,7 +368,10 @@ int fault_programs() {
 
 // The conditions, in their base order (rotated each round).
 //  none       nothing attached
-//  kidreaper  kidreaper's observer attached, tracking the storm manager (its children)
+//  kidreaper  kidreaper's observer attached, tracking the storm manager (its children), in
+//             the COW mode kidreaper runs in on this kernel (KernelFeatures::cow_source())
+//  kidreaper-class  the same in the fault-class mode (no mapping lookup, no pairing): the
+//             hot path before COW was told by mapping, side by side
 //  bpftrace   bpftrace tracking the storm manager's children, counting faults by class
 //  untracked  kidreaper's observer attached, tracking another manager: the storm child
 //             is a process kidreaper does not track
@@ -376,8 +380,9 @@ int fault_programs() {
 //  perf-count a per-task software page-fault counter (perf_event_open, inherit) on the
 //             storm manager: its children count their faults without any tracepoint
 //  perf-other the same counter on another manager: the cost to an untracked process
-const std::vector<std::string> kConditions = {"none",  "kidreaper",  "bpftrace",  "untracked",
-                                              "empty", "perf-count", "perf-other"};
+const std::vector<std::string> kConditions = {"none",       "kidreaper", "kidreaper-class",
+                                              "bpftrace",   "untracked", "empty",
+                                              "perf-count", "perf-other"};
 
 // What a condition itself attaches: raw_tp links on page_fault_user, and programs whose
 // name mentions faults (kidreaper: on_fault_user/kernel; bpftrace: page_fault_user/kern).
@@ -392,7 +397,7 @@ Hooks hooks_now() {
 }
 
 Hooks expected_hooks(const std::string& condition) {
-    if (condition == "kidreaper" || condition == "untracked") {
+    if (condition == "kidreaper" || condition == "kidreaper-class" || condition == "untracked") {
         return {1, 2};
     }
     if (condition == "bpftrace") {
@@ -545,11 +550,14 @@ std::function<void(pid_t)> first_poll(const Attached& attached) {
 Attached attach(const std::string& condition, const std::string& bpftrace, pid_t storm_manager,
                 pid_t other_manager, const kidreaper::ProcFs& proc, const kidreaper::Logger& log) {
     Attached attached;
-    if (condition == "kidreaper" || condition == "untracked") {
+    if (condition == "kidreaper" || condition == "kidreaper-class" || condition == "untracked") {
+        const kidreaper::CowSource source = condition == "kidreaper-class"
+                                                ? kidreaper::CowSource{}
+                                                : kidreaper::probe_features().cow_source();
         attached.observer =
-            std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{}, log);
+            std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{.cow = source}, log);
         kidreaper::track_manager(*attached.observer, proc,
-                                 condition == "kidreaper" ? storm_manager : other_manager);
+                                 condition == "untracked" ? other_manager : storm_manager);
     } else if (condition == "bpftrace") {
         attached.tracer = std::make_unique<Bpftrace>(
             bpftrace, bpftrace_script(storm_manager, proc.children_of(storm_manager)));
@@ -615,8 +623,9 @@ int run_faults(const Args& args) {
     std::vector<std::string> conditions;
     const std::string wanted =
         "," +
-        args.get_or("--conditions",
-                    "none,kidreaper,bpftrace,untracked,empty,perf-count,perf-other") +
+        args.get_or(
+            "--conditions",
+            "none,kidreaper,kidreaper-class,bpftrace,untracked,empty,perf-count,perf-other") +
         ",";
     for (const auto& name : kConditions) {
         if (wanted.find("," + name + ",") == std::string::npos) {

@@ -95,6 +95,7 @@ def render_faults(d, lines, targets):
     labels = {
         "none": "none (unobserved)",
         "kidreaper": "kidreaper, child tracked",
+        "kidreaper-class": "kidreaper, child tracked, fault class only",
         "bpftrace": "bpftrace, same job",
         "untracked": "kidreaper, child NOT tracked",
         "empty": "empty raw_tp programs (floor)",
@@ -152,7 +153,7 @@ def render_faults(d, lines, targets):
             if a["condition"] == "empty":
                 empty = {p["name"]: p["ns_per_run"] for p in a["programs"]}
         floor_of = {"on_fault_user": "kr_empty_pfu", "page_fault_user": "kr_empty_pfu",
-                    "on_fault_user_v": "kr_empty_pfu", "on_fault_kernel": "kr_empty_pfk",
+                    "on_fault_kernel": "kr_empty_pfk",
                     "page_fault_kern": "kr_empty_pfk",
                     "on_rss_stat": "kr_empty_rss"}
         lines.append("| condition | program | runs | ns/run | ns/run above the empty program |")

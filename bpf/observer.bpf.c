@@ -2,9 +2,11 @@
 /*
  * kidreaper's kernel side: count what each tracked child of a pre-fork manager
  * does to memory. Small and dumb on purpose: it counts and records, the loader
- * judges. Raw tracepoints only (no tracefs, no kprobes needed); where the kernel
- * has bpf_find_vma (5.17+) the fault hooks also classify write faults by the mapping
- * they hit, and one optional kprobe counts exact COW copies where kprobes exist.
+ * judges. Raw tracepoints only (no tracefs, no kprobes needed). On 6.2+ a tracked
+ * child's write fault is paired with the events it raises before it ends (counter
+ * changes, a page-cache fault) and a present-page write with its mapping (MAP_SHARED),
+ * which tell a copy of inherited memory from writes that copy nothing; optional kprobes
+ * count the exact copies where kprobes exist.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -78,13 +80,21 @@ struct {
 	__type(value, struct kr_pending_fault);
 } pending_fault SEC(".maps");
 
+/* See struct kr_mapping_cache in the ABI header. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kr_mapping_cache);
+} mapping_cache SEC(".maps");
+
 /* Set by the loader before load; the verifier prunes what they switch off. */
 const volatile bool record_cow_sites = false;
 const volatile __u32 cow_sample_mask = 7; /* record one COW-class fault in (mask + 1) per CPU */
 /* Read one rss_stat event in (mask + 1): 0 where events are batched already (before 6.2). */
 const volatile __u32 rss_sample_mask = 0;
-/* Pair present-page write faults with the counter changes they make (6.2+ and vma mode). */
-const volatile bool pair_rss_changes = false;
+/* Pair write faults with the events they raise (6.2+: every counter change traced). */
+const volatile bool pair_faults = false;
 
 /* Linux 5.5-6.1 kept the mm counters in an array of atomics (struct mm_rss_stat). */
 struct mm_rss_stat___v5 {
@@ -221,36 +231,53 @@ static __always_inline struct kr_faults *fault_counters(__u32 tgid)
 }
 
 /*
- * A counter change made inside the present-page write fault pending on this CPU tells
- * what that fault did: ANON rising alone is a new page (the zero page filled), FILE
- * falling then ANON rising is a private file page copied; no change is a copy of an
- * inherited anonymous page (or a reuse).
+ * The write fault pending on this CPU, when it is the current thread's and has not
+ * ended (the task's min_flt moves when it ends); NULL otherwise.
  */
-static __always_inline void pair_with_pending_fault(__u64 pid_tgid, struct task_struct *current,
-						    int member)
+static __always_inline struct kr_pending_fault *pending_of_current(__u64 pid_tgid)
 {
 	__u32 zero = 0;
 	struct kr_pending_fault *pending = bpf_map_lookup_elem(&pending_fault, &zero);
-	struct kr_faults *counts;
 
 	if (!pending || pending->pid_tgid != pid_tgid)
-		return;
-	if (BPF_CORE_READ(current, min_flt) != pending->min_flt) {
+		return NULL;
+	if (bpf_get_current_task_btf()->min_flt != pending->min_flt) {
 		pending->pid_tgid = 0; /* that fault has ended */
-		return;
+		return NULL;
 	}
+	return pending;
+}
+
+/*
+ * A counter change inside a pending write fault tells what it did: on a present page,
+ * ANON rising alone is the zero page filled (fresh memory), FILE falling then ANON
+ * rising is a private file page copied; on an absent page, ANON rising after a
+ * page-cache fault is a private file page copied on first write. No change at all is a
+ * copy of an inherited anonymous page (MAP_SHARED writes are told by their mapping).
+ */
+static __always_inline void pair_counter_change(__u64 pid_tgid, int member)
+{
+	struct kr_pending_fault *pending = pending_of_current(pid_tgid);
+	struct kr_faults *counts;
+
+	if (!pending)
+		return;
 	if (member == KR_MEM_FILE) {
-		pending->file_dropped = 1;
+		pending->flags |= KR_PENDING_FILE_DROPPED;
 		return;
 	}
 	if (member != KR_MEM_ANON)
 		return;
 	counts = fault_counters(pid_tgid >> 32);
 	if (counts) {
-		if (pending->file_dropped)
+		if (!(pending->flags & KR_PENDING_PRESENT)) {
+			if (pending->flags & KR_PENDING_FILEMAP)
+				counts->paired_file_fills++;
+		} else if (pending->flags & KR_PENDING_FILE_DROPPED) {
 			counts->paired_file_copies++;
-		else
+		} else {
 			counts->paired_zero_fills++;
+		}
 	}
 	pending->pid_tgid = 0;
 }
@@ -270,9 +297,9 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	 */
 	if (!maybe_tracked(tgid))
 		return 0;
+	if (pair_faults)
+		pair_counter_change(pid_tgid, member);
 	current = (void *)bpf_get_current_task();
-	if (pair_rss_changes)
-		pair_with_pending_fault(pid_tgid, current, member);
 	/* The value read is absolute: reading one event in (mask + 1) only delays it. */
 	if (rss_sample_mask && (bpf_get_prandom_u32() & rss_sample_mask))
 		return 0;
@@ -310,73 +337,85 @@ static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned
 		count_site(tgid, KR_SITE_CODE, BPF_CORE_READ(regs, ip));
 }
 
-/* What bpf_find_vma's callback learns of the faulting mapping. */
-struct vma_facts {
-	__u64 flags;
-	bool file;	     /* backed by a file */
-	bool inherited_anon; /* its anon_vma was forked from the parent's */
-};
+/* The mmap lock sequence: a seqcount from 6.13, an int in 6.4-6.12 (per-VMA locks). */
+struct mm_struct___seqcount {
+	seqcount_t mm_lock_seq;
+} __attribute__((preserve_access_index));
 
-static long read_vma_facts(struct task_struct *task, struct vm_area_struct *vma, void *data)
+struct mm_struct___int_seq {
+	int mm_lock_seq;
+} __attribute__((preserve_access_index));
+
+/* False where the kernel has no mm_lock_seq (before 6.4): nothing can be cached. */
+static __always_inline bool mm_lock_sequence(struct mm_struct *mm, __u32 *sequence)
 {
-	struct vma_facts *facts = data;
-	struct anon_vma *anon = BPF_CORE_READ(vma, anon_vma);
+	if (bpf_core_field_exists(struct mm_struct___seqcount, mm_lock_seq)) {
+		*sequence = ((struct mm_struct___seqcount *)mm)->mm_lock_seq.sequence;
+		return true;
+	}
+	if (bpf_core_field_exists(struct mm_struct___int_seq, mm_lock_seq)) {
+		*sequence = (__u32)((struct mm_struct___int_seq *)mm)->mm_lock_seq;
+		return true;
+	}
+	return false;
+}
 
-	facts->flags = BPF_CORE_READ(vma, vm_flags);
-	facts->file = BPF_CORE_READ(vma, vm_file) != NULL;
-	/* anon_vma_fork() gives the child's anon_vma the parent's root; one the child
-	 * made itself is its own root. */
-	facts->inherited_anon = anon && BPF_CORE_READ(anon, root) != anon;
+static long read_mapping(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct kr_mapping_cache *entry = data;
+
+	entry->start = vma->vm_start;
+	entry->end = vma->vm_end;
+	entry->shared = (vma->vm_flags & VM_SHARED_FLAG) ? 1 : 0;
 	return 0;
 }
 
 /*
- * Classifies a write fault by its mapping (vma_* counters; a present-page write whose
- * mapping cannot be read counts in vma_unknown), and leaves a present-page write to inherited or
- * file memory pending for pair_with_pending_fault().
+ * Whether a present-page write of a tracked child hits a MAP_SHARED mapping. The
+ * mapping is looked up (bpf_find_vma: it defers its unlock to irq_work while interrupts
+ * are off, as here, which costs microseconds) only when the per-CPU cache does not
+ * hold it; a mapping that cannot be read is taken as private.
  */
-static __always_inline void count_write_by_vma(struct kr_faults *counts, __u64 pid_tgid,
-					       unsigned long address, bool present)
+static __always_inline bool write_hits_shared_mapping(__u32 tgid, unsigned long address)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct vma_facts facts = {};
-	struct kr_pending_fault *pending;
+	struct kr_mapping_cache *cache;
+	struct kr_mapping_cache found = {};
+	struct mm_struct *mm = task->mm;
 	__u32 zero = 0;
+	__u32 sequence = 0;
 
-	if (bpf_find_vma(task, address, read_vma_facts, &facts, 0) != 0) {
-		if (present)
-			counts->vma_unknown++;
+	if (!mm || !mm_lock_sequence(mm, &sequence))
+		return false;
+	cache = bpf_map_lookup_elem(&mapping_cache, &zero);
+	if (!cache)
+		return false;
+	if (cache->tgid == tgid && cache->lock_seq == sequence && cache->start <= address &&
+	    address < cache->end)
+		return cache->shared;
+	if (bpf_find_vma(task, address, read_mapping, &found, 0) != 0)
+		return false;
+	found.tgid = tgid;
+	found.lock_seq = sequence;
+	*cache = found;
+	return found.shared;
+}
+
+/* Leaves this write fault pending on this CPU for the events it raises. */
+static __always_inline void start_pending_fault(__u64 pid_tgid, bool present)
+{
+	__u32 zero = 0;
+	struct kr_pending_fault *pending = bpf_map_lookup_elem(&pending_fault, &zero);
+
+	if (!pending)
 		return;
-	}
-	if (facts.flags & VM_SHARED_FLAG) {
-		counts->vma_shared_writes++;
-		return;
-	}
-	if (!present) {
-		if (facts.file)
-			counts->vma_file_fills++;
-		return;
-	}
-	if (facts.inherited_anon)
-		counts->vma_inherited_anon_writes++;
-	else if (facts.file)
-		counts->vma_file_writes++;
-	else {
-		counts->vma_own_writes++;
-		return;
-	}
-	if (!pair_rss_changes)
-		return;
-	pending = bpf_map_lookup_elem(&pending_fault, &zero);
-	if (pending) {
-		pending->pid_tgid = pid_tgid;
-		pending->min_flt = BPF_CORE_READ(task, min_flt);
-		pending->file_dropped = 0;
-	}
+	pending->pid_tgid = pid_tgid;
+	pending->min_flt = bpf_get_current_task_btf()->min_flt;
+	pending->flags = present ? KR_PENDING_PRESENT : 0;
 }
 
 static __always_inline void count_fault(unsigned long address, unsigned long error_code,
-					struct pt_regs *regs, bool user_mode, bool by_vma)
+					struct pt_regs *regs, bool user_mode)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -404,39 +443,42 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 	} else {
 		counts->write_absent++;
 	}
-	if (by_vma)
-		count_write_by_vma(counts, pid_tgid, address, present);
+	if (!pair_faults)
+		return;
+	if (present && write_hits_shared_mapping(tgid, address)) {
+		counts->paired_shared_writes++;
+		return;
+	}
+	start_pending_fault(pid_tgid, present);
 }
 
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(on_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, true, false);
+	count_fault(address, error_code, regs, true);
 	return 0;
 }
 
 SEC("raw_tp/page_fault_kernel")
 int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, false, false);
+	count_fault(address, error_code, regs, false);
 	return 0;
 }
 
-/* The same, also classifying write faults by mapping: loaded instead where bpf_find_vma
- * is accepted (5.17+). */
-SEC("raw_tp/page_fault_user")
-int BPF_PROG(on_fault_user_vma, unsigned long address, struct pt_regs *regs,
-	     unsigned long error_code)
+/* A page-cache fault inside a pending write to an absent page: a file mapping's page.
+ * Loaded with pairing where the kernel has the tracepoint. */
+SEC("raw_tp/mm_filemap_fault")
+int BPF_PROG(on_filemap_fault)
 {
-	count_fault(address, error_code, regs, true, true);
-	return 0;
-}
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct kr_pending_fault *pending;
 
-SEC("raw_tp/page_fault_kernel")
-int BPF_PROG(on_fault_kernel_vma, unsigned long address, struct pt_regs *regs,
-	     unsigned long error_code)
-{
-	count_fault(address, error_code, regs, false, true);
+	if (!maybe_tracked(pid_tgid >> 32))
+		return 0;
+	pending = pending_of_current(pid_tgid);
+	if (pending && !(pending->flags & KR_PENDING_PRESENT))
+		pending->flags |= KR_PENDING_FILEMAP;
 	return 0;
 }
 

@@ -16,11 +16,9 @@ std::uint64_t minus(std::uint64_t a, std::uint64_t b) {
 
 std::string cow_source_name(const CowSource& source) {
     std::string name = "raw tracepoints";
-    if (source.by_vma) {
-        name += " + mapping of each write (bpf_find_vma)";
-    }
     if (source.paired) {
-        name += " + counter pairing (zero page, file copies)";
+        name += source.paired_fills ? " + fault pairing (counters, mappings, page-cache faults)"
+                                    : " + fault pairing (counters, mappings)";
     }
     if (source.exact) {
         name += " + kprobe wp_page_copy (exact COW copies)";
@@ -28,7 +26,7 @@ std::string cow_source_name(const CowSource& source) {
     if (source.exact_fills) {
         name += " + kprobe finish_fault (file copies)";
     }
-    if (!source.by_vma && !source.exact) {
+    if (!source.paired && !source.exact) {
         name += " (COW class from fault codes)";
     }
     return name;
@@ -39,30 +37,20 @@ MemoryAccount account_memory(const ChildReading& reading, const CowSource& sourc
     std::uint64_t anon_pages = 0;
     std::uint64_t file_pages = 0;
     std::uint64_t excluded_pages = 0;
-    const std::uint64_t file_fills = source.exact_fills ? f.fill_copies
-                                     : source.by_vma    ? f.vma_file_fills
-                                                        : 0;
+    const std::uint64_t file_fills = source.exact_fills    ? f.fill_copies
+                                     : source.paired_fills ? f.paired_file_fills
+                                                           : 0;
     if (source.exact) {
         // The copies themselves; a write fault that copied nothing never reaches them.
         anon_pages = f.cow_copies;
         file_pages = f.file_copies + file_fills;
         excluded_pages = minus(f.write_present(), f.cow_copies + f.file_copies);
-    } else if (source.by_vma) {
-        const std::uint64_t candidates = f.vma_inherited_anon_writes + f.vma_file_writes;
-        if (source.paired) {
-            // A candidate that raised ANON made a new page (zero page) or copied a file
-            // page; the rest copied an inherited anonymous page.
-            anon_pages = minus(candidates, f.paired_zero_fills + f.paired_file_copies);
-            file_pages = f.paired_file_copies + file_fills;
-        } else {
-            // Without pairing a present write to a private file mapping is taken as a
-            // file copy, and a zero-page fill in inherited memory as anon COW.
-            anon_pages = f.vma_inherited_anon_writes;
-            file_pages = f.vma_file_writes + file_fills;
-        }
-        // Unreadable mappings count as the fault class did: as COW.
-        anon_pages += f.vma_unknown;
-        excluded_pages = minus(f.write_present(), anon_pages + minus(file_pages, file_fills));
+    } else if (source.paired) {
+        // A present-page write that raised no event copied an inherited anonymous page
+        // (or reused one: see docs/accuracy.md).
+        excluded_pages = f.paired_zero_fills + f.paired_shared_writes;
+        anon_pages = minus(f.write_present(), excluded_pages + f.paired_file_copies);
+        file_pages = f.paired_file_copies + file_fills;
     } else {
         anon_pages = f.write_present();
     }

@@ -15,13 +15,14 @@ namespace kidreaper {
 struct CowSource {
     bool exact = false;        // kprobe on wp_page_copy counts the real copies
     bool exact_fills = false;  // kprobe on finish_fault counts file copies on first write
-    bool by_vma = false;       // the fault hooks classify write faults by mapping (bpf_find_vma)
-    bool paired = false;       // present-page writes paired with the counter changes they made
-                               // (needs by_vma and a kernel that traces every change: 6.2+)
+    // Each write fault is paired with the events it raises before it ends (counter changes:
+    // 6.2+ traces every one), and a present-page write with its mapping (bpf_find_vma).
+    bool paired = false;
+    bool paired_fills = false;  // ... and a page-cache fault (mm_filemap_fault tracepoint)
 };
 
-// One line for `kidreaper check` and diagnose's "mode", e.g. "tracepoints + mapping
-// (bpf_find_vma) + counter pairing".
+// One line for `kidreaper check` and diagnose's "mode", e.g. "raw tracepoints + fault
+// pairing (counters, mappings, page-cache faults)".
 std::string cow_source_name(const CowSource& source);
 
 // One child's memory, accounted (all in bytes).

@@ -94,6 +94,7 @@ KernelFeatures probe_features(const SystemPaths& paths) {
         features.tp_sched_process_exit = btf_has_tracepoint(vmlinux.get(), "sched_process_exit");
         features.rss_stat_per_change =
             btf__find_by_name_kind(vmlinux.get(), "mm_rss_stat", BTF_KIND_STRUCT) < 0;
+        features.tp_mm_filemap_fault = btf_has_tracepoint(vmlinux.get(), "mm_filemap_fault");
     }
     if (features.is_root) {
         features.raw_tracepoint_prog =
@@ -185,8 +186,9 @@ std::string format_features(const KernelFeatures& f) {
     line("kprobe PMU", f.kprobe_pmu, "optional");
     line("wp_page_copy symbol", f.wp_page_copy_symbol, "optional");
     line("finish_fault symbol", f.finish_fault_symbol, "optional");
-    line("bpf_find_vma in raw tracepoints", f.find_vma_helper, "optional, 5.17+");
     line("every mm counter change traced", f.rss_stat_per_change, "optional, 6.2+");
+    line("bpf_find_vma in raw tracepoints", f.find_vma_helper, "optional, 5.17+");
+    line("tracepoint filemap:mm_filemap_fault", f.tp_mm_filemap_fault, "optional");
     const auto problems = blocking_problems(f);
     if (problems.empty()) {
         out << "usable: yes\nmode: " << cow_source_name(f.cow_source()) << '\n';

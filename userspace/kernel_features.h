@@ -33,18 +33,20 @@ struct KernelFeatures {
     bool kprobe_pmu = false;           // /sys/bus/event_source/devices/kprobe
     bool wp_page_copy_symbol = false;  // wp_page_copy in kallsyms (not inlined)
     bool finish_fault_symbol = false;  // finish_fault in kallsyms
-    bool find_vma_helper = false;      // bpf_find_vma accepted in raw tracepoints (5.17+)
     // Every mm counter change is traced (6.2+: no struct mm_rss_stat in BTF).
     bool rss_stat_per_change = false;
+    bool find_vma_helper = false;      // bpf_find_vma accepted in raw tracepoints (5.17+)
+    bool tp_mm_filemap_fault = false;  // the page-cache fault tracepoint, in BTF
 
     // Exact COW counting through a kprobe on wp_page_copy is possible.
     bool exact_cow() const { return kprobe_pmu && wp_page_copy_symbol; }
     // The best way this kernel offers to tell COW from other write faults.
     CowSource cow_source() const {
+        const bool paired = rss_stat_per_change && find_vma_helper;
         return {.exact = exact_cow(),
                 .exact_fills = exact_cow() && finish_fault_symbol,
-                .by_vma = find_vma_helper,
-                .paired = find_vma_helper && rss_stat_per_change};
+                .paired = paired,
+                .paired_fills = paired && tp_mm_filemap_fault};
     }
 };
 

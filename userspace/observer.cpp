@@ -43,15 +43,11 @@ FaultCounts& FaultCounts::operator+=(const kr_faults& cpu) {
     cow_copies += cpu.cow_copies;
     zero_page_copies += cpu.zero_page_copies;
     file_copies += cpu.file_copies;
-    vma_shared_writes += cpu.vma_shared_writes;
-    vma_inherited_anon_writes += cpu.vma_inherited_anon_writes;
-    vma_file_writes += cpu.vma_file_writes;
-    vma_own_writes += cpu.vma_own_writes;
-    vma_file_fills += cpu.vma_file_fills;
-    vma_unknown += cpu.vma_unknown;
+    fill_copies += cpu.fill_copies;
     paired_zero_fills += cpu.paired_zero_fills;
     paired_file_copies += cpu.paired_file_copies;
-    fill_copies += cpu.fill_copies;
+    paired_shared_writes += cpu.paired_shared_writes;
+    paired_file_fills += cpu.paired_file_fills;
     return *this;
 }
 
@@ -71,15 +67,12 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     }
     source_.exact = options.cow.exact;
     source_.exact_fills = options.cow.exact && options.cow.exact_fills;
-    source_.by_vma = options.cow.by_vma;
-    source_.paired = options.cow.by_vma && options.cow.paired && rss_stat_per_change();
+    source_.paired = options.cow.paired && rss_stat_per_change();
+    source_.paired_fills = source_.paired && options.cow.paired_fills;
     batch_lookups_ = options.batch_lookups;
     bpf_program__set_autoload(skel_->progs.on_wp_page_copy, source_.exact);
     bpf_program__set_autoload(skel_->progs.on_finish_fault, source_.exact_fills);
-    bpf_program__set_autoload(skel_->progs.on_fault_user, !source_.by_vma);
-    bpf_program__set_autoload(skel_->progs.on_fault_kernel, !source_.by_vma);
-    bpf_program__set_autoload(skel_->progs.on_fault_user_vma, source_.by_vma);
-    bpf_program__set_autoload(skel_->progs.on_fault_kernel_vma, source_.by_vma);
+    bpf_program__set_autoload(skel_->progs.on_filemap_fault, source_.paired_fills);
     const std::uint32_t period = options.cow_sample_period;
     if (period == 0 || (period & (period - 1)) != 0) {
         observer_bpf__destroy(skel_);
@@ -91,7 +84,7 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
     // one event in 8 there. A sampled-out event only delays the absolute value it carries.
     skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
-    skel_->rodata->pair_rss_changes = source_.paired;
+    skel_->rodata->pair_faults = source_.paired;
     if (int err = observer_bpf__load(skel_); err != 0) {
         observer_bpf__destroy(skel_);
         if (err == -EPERM || err == -EACCES) {
@@ -116,22 +109,25 @@ void Observer::attach(const Logger& log) {
         bpf_link** link;
         const char* name;
     };
-    const bool by_vma = source_.by_vma;
     const Required required[] = {
         {skel_->progs.on_fork, &skel_->links.on_fork, "sched_process_fork"},
         {skel_->progs.on_exit, &skel_->links.on_exit, "sched_process_exit"},
         {skel_->progs.on_rss_stat, &skel_->links.on_rss_stat, "rss_stat"},
-        {by_vma ? skel_->progs.on_fault_user_vma : skel_->progs.on_fault_user,
-         by_vma ? &skel_->links.on_fault_user_vma : &skel_->links.on_fault_user, "page_fault_user"},
-        {by_vma ? skel_->progs.on_fault_kernel_vma : skel_->progs.on_fault_kernel,
-         by_vma ? &skel_->links.on_fault_kernel_vma : &skel_->links.on_fault_kernel,
-         "page_fault_kernel"},
+        {skel_->progs.on_fault_user, &skel_->links.on_fault_user, "page_fault_user"},
+        {skel_->progs.on_fault_kernel, &skel_->links.on_fault_kernel, "page_fault_kernel"},
     };
     for (const auto& entry : required) {
         *entry.link = bpf_program__attach(entry.program);
         if (*entry.link == nullptr) {
             throw Error(
                 libbpf_error(std::string("cannot attach to raw tracepoint ") + entry.name, -errno));
+        }
+    }
+    if (source_.paired_fills) {
+        // A tracepoint the probe found in BTF: failing it fails like the ones above.
+        skel_->links.on_filemap_fault = bpf_program__attach(skel_->progs.on_filemap_fault);
+        if (skel_->links.on_filemap_fault == nullptr) {
+            throw Error(libbpf_error("cannot attach to raw tracepoint mm_filemap_fault", -errno));
         }
     }
     if (source_.exact) {

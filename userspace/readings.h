@@ -19,15 +19,11 @@ struct FaultCounts {
     std::uint64_t cow_copies = 0;
     std::uint64_t zero_page_copies = 0;
     std::uint64_t file_copies = 0;
-    std::uint64_t vma_shared_writes = 0;
-    std::uint64_t vma_inherited_anon_writes = 0;
-    std::uint64_t vma_file_writes = 0;
-    std::uint64_t vma_own_writes = 0;
-    std::uint64_t vma_file_fills = 0;
-    std::uint64_t vma_unknown = 0;
+    std::uint64_t fill_copies = 0;
     std::uint64_t paired_zero_fills = 0;
     std::uint64_t paired_file_copies = 0;
-    std::uint64_t fill_copies = 0;
+    std::uint64_t paired_shared_writes = 0;
+    std::uint64_t paired_file_fills = 0;
 
     // Write faults on present pages, user and kernel mode: the COW class.
     std::uint64_t write_present() const { return write_present_user + write_present_kernel; }

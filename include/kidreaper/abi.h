@@ -82,10 +82,9 @@ struct kr_child {
  * on the hot path.
  *
  * The first four classify every fault by its x86 error code alone (the "fault class").
- * Where the kernel has bpf_find_vma (5.17+), write faults are also classified by the
- * mapping they hit (the vma_* counters); where it has kprobes, the *_copies counters
- * count what wp_page_copy really copied. userspace/cow_accounting.h turns them into COW
- * and growth.
+ * Where kprobes exist, the *_copies counters count what the kernel really copied; on
+ * 6.2+ the paired_* counters say what a write fault did, from the events it raised
+ * before it ended. userspace/cow_accounting.h turns them into COW and growth.
  */
 struct kr_faults {
 	__u64
@@ -97,32 +96,45 @@ struct kr_faults {
 	__u64 cow_copies;	    /* wp_page_copy of an anonymous page (kprobe, optional) */
 	__u64 zero_page_copies;	    /* wp_page_copy of the shared zero page (kprobe, optional) */
 	__u64 file_copies;	    /* wp_page_copy of a file page (kprobe, optional) */
-	/* Write faults classified by their mapping (bpf_find_vma, optional): */
-	__u64 vma_shared_writes; /* to a MAP_SHARED mapping: copies nothing (writeback, msync) */
-	__u64 vma_inherited_anon_writes; /* present page, private mapping whose anon memory was
-					    inherited (anon_vma forked from the parent's) */
-	__u64 vma_file_writes; /* present page, private file mapping not inherited as anon */
-	__u64 vma_own_writes;  /* present page, memory the child made itself: zero page,
-				  mprotect, uffd-wp, soft-dirty; never COW of inherited memory */
-	__u64 vma_file_fills;  /* absent page, private file mapping: the kernel copies the file
-				  page into anon memory (do_cow_fault) */
-	__u64 vma_unknown;     /* present-page writes whose mapping could not be read (-EBUSY) */
-	/* Present-page writes paired with the mm counter changes they made (6.2+ only): */
-	__u64 paired_zero_fills;  /* ANON rose alone: a new page, not a copy of an inherited one */
-	__u64 paired_file_copies; /* FILE fell and ANON rose: a private file page was copied */
 	__u64 fill_copies; /* finish_fault with a COW page: a private file page copied on a write
 			      to a page not present (do_cow_fault; kprobe, optional) */
+	/* What a write fault did, from the events it raised before it ended (6.2+): */
+	__u64 paired_zero_fills;    /* present page, ANON rose alone: the zero page filled */
+	__u64 paired_file_copies;   /* present page, FILE fell and ANON rose: a file page copied */
+	__u64 paired_shared_writes; /* present page in a MAP_SHARED mapping (writeback had
+				       write-protected it): copies nothing */
+	__u64 paired_file_fills; /* absent page, a page-cache fault then ANON rose: a private file
+				    page copied on first write */
 };
 
 /*
- * Per-CPU scratch of the fault hooks (the `pending_fault` array, one entry): the last
- * present-page write fault of a tracked child on this CPU whose counter changes the
- * rss_stat hook should pair with it (6.2+, where every change is traced).
+ * Per-CPU cache of the hooks (the `mapping_cache` array, one entry): the mapping of the
+ * last present-page write fault of a tracked child looked up on this CPU, valid while
+ * the mm's mmap lock sequence (mm_lock_seq, 6.4+) has not moved.
+ */
+struct kr_mapping_cache {
+	__u32 tgid;	/* whose mapping; 0 when empty */
+	__u32 lock_seq; /* mm->mm_lock_seq when it was looked up */
+	__u64 start;	/* [start, end) of the mapping */
+	__u64 end;
+	__u64 shared; /* 1 for a MAP_SHARED mapping */
+};
+
+/* kr_pending_fault.flags */
+enum kr_pending_flags {
+	KR_PENDING_PRESENT = 1,	     /* the fault was on a present page */
+	KR_PENDING_FILE_DROPPED = 2, /* the FILE counter changed during the fault */
+	KR_PENDING_FILEMAP = 4,	     /* the fault went through the page cache (filemap_fault) */
+};
+
+/*
+ * Per-CPU scratch of the hooks (the `pending_fault` array, one entry): the last write
+ * fault of a tracked child on this CPU, for the events it raises before it ends.
  */
 struct kr_pending_fault {
-	__u64 pid_tgid;	    /* the faulting thread; 0 when nothing is pending */
-	__u64 min_flt;	    /* task->min_flt at fault entry: still equal while the fault runs */
-	__u32 file_dropped; /* the FILE counter fell during this fault */
+	__u64 pid_tgid; /* the faulting thread; 0 when nothing is pending */
+	__u64 min_flt;	/* task->min_flt at fault entry: unchanged until the fault ends */
+	__u32 flags;	/* enum kr_pending_flags */
 	__u32 pad;
 };
 

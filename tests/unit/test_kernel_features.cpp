@@ -82,19 +82,21 @@ TEST(ObserverMode, ExactCowNeedsKprobesAndTheSymbol) {
     EXPECT_NE(cow_source_name(f.cow_source()).find("kprobe"), std::string::npos);
 }
 
-TEST(ObserverMode, PairingNeedsTheMappingAndPerChangeCounters) {
+TEST(ObserverMode, PairingNeedsPerChangeCountersAndFindVma) {
     auto f = usable_features();
-    f.rss_stat_per_change = true;
-    EXPECT_FALSE(f.cow_source().by_vma);
-    EXPECT_FALSE(f.cow_source().paired) << "pairing needs the mapping of each fault";
     f.find_vma_helper = true;
-    EXPECT_TRUE(f.cow_source().by_vma);
+    f.tp_mm_filemap_fault = true;
+    EXPECT_FALSE(f.cow_source().paired) << "5.5-6.1 batch the counter changes";
+    f.rss_stat_per_change = true;
     EXPECT_TRUE(f.cow_source().paired);
-    f.rss_stat_per_change = false;  // 5.17-6.1: counters batched
-    EXPECT_TRUE(f.cow_source().by_vma);
+    EXPECT_TRUE(f.cow_source().paired_fills);
+    EXPECT_NE(cow_source_name(f.cow_source()).find("page-cache faults"), std::string::npos);
+    f.tp_mm_filemap_fault = false;
+    EXPECT_TRUE(f.cow_source().paired);
+    EXPECT_FALSE(f.cow_source().paired_fills);
+    f.find_vma_helper = false;
     EXPECT_FALSE(f.cow_source().paired);
-    EXPECT_NE(cow_source_name(f.cow_source()).find("bpf_find_vma"), std::string::npos);
-    EXPECT_EQ(cow_source_name({}).find("bpf_find_vma"), std::string::npos);
+    EXPECT_NE(cow_source_name({}).find("fault codes"), std::string::npos);
 }
 
 TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {
