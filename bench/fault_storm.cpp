@@ -355,11 +355,13 @@ int raw_fault_links() {
     return count;
 }
 
-// Programs of any kind whose name mentions page faults (bpftrace's, other observers').
+// Programs of any kind on the page-fault tracepoints by name (bpftrace's, other
+// observers'; kidreaper's page-cache hook, on_filemap_fault, is not one).
 int fault_programs() {
     int count = 0;
     for (const auto& [id, stat] : prog_stats()) {
-        if (stat.name.find("fault") != std::string::npos) {
+        if (stat.name.find("fault") != std::string::npos &&
+            stat.name.find("filemap") == std::string::npos) {
             ++count;
         }
     }

@@ -153,6 +153,7 @@ def render_faults(d, lines, targets):
             if a["condition"] == "empty":
                 empty = {p["name"]: p["ns_per_run"] for p in a["programs"]}
         floor_of = {"on_fault_user": "kr_empty_pfu", "page_fault_user": "kr_empty_pfu",
+                    "on_fault_user_p": "kr_empty_pfu", "on_rss_stat_pai": "kr_empty_rss",
                     "on_fault_kernel": "kr_empty_pfk",
                     "page_fault_kern": "kr_empty_pfk",
                     "on_rss_stat": "kr_empty_rss"}

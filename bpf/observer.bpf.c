@@ -93,8 +93,6 @@ const volatile bool record_cow_sites = false;
 const volatile __u32 cow_sample_mask = 7; /* record one COW-class fault in (mask + 1) per CPU */
 /* Read one rss_stat event in (mask + 1): 0 where events are batched already (before 6.2). */
 const volatile __u32 rss_sample_mask = 0;
-/* Pair write faults with the events they raise (6.2+: every counter change traced). */
-const volatile bool pair_faults = false;
 
 /* Linux 5.5-6.1 kept the mm counters in an array of atomics (struct mm_rss_stat). */
 struct mm_rss_stat___v5 {
@@ -282,8 +280,13 @@ static __always_inline void pair_counter_change(__u64 pid_tgid, int member)
 	pending->pid_tgid = 0;
 }
 
-SEC("raw_tp/rss_stat")
-int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
+/*
+ * The hot hooks come in two builds of one body: plain, and pairing write faults with
+ * the events they raise (6.2+). The loader loads one of each; the pairing build calls
+ * helpers (bpf_get_current_task_btf, bpf_find_vma) that older kernels refuse to load
+ * even where a read-only flag would switch them off.
+ */
+static __always_inline void follow_rss_stat(struct mm_struct *mm, int member, bool pair)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -296,22 +299,35 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 	 * child's next own change of that kind. This keeps untracked processes cheap.
 	 */
 	if (!maybe_tracked(tgid))
-		return 0;
-	if (pair_faults)
+		return;
+	if (pair)
 		pair_counter_change(pid_tgid, member);
 	current = (void *)bpf_get_current_task();
 	/* The value read is absolute: reading one event in (mask + 1) only delays it. */
 	if (rss_sample_mask && (bpf_get_prandom_u32() & rss_sample_mask))
-		return 0;
+		return;
 	if (BPF_CORE_READ(current, mm) != mm) /* not the child's own mm */
-		return 0;
+		return;
 	/* Keep what the child had: ignore the teardown of an exiting mm. */
 	if (BPF_CORE_READ(current, flags) & PF_EXITING_FLAG)
-		return 0;
+		return;
 	child = bpf_map_lookup_elem(&children, &tgid);
 	if (!child)
-		return 0;
+		return;
 	record_mem_change(child, mm, member);
+}
+
+SEC("raw_tp/rss_stat")
+int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
+{
+	follow_rss_stat(mm, member, false);
+	return 0;
+}
+
+SEC("raw_tp/rss_stat")
+int BPF_PROG(on_rss_stat_pair, struct mm_struct *mm, int member)
+{
+	follow_rss_stat(mm, member, true);
 	return 0;
 }
 
@@ -415,7 +431,7 @@ static __always_inline void start_pending_fault(__u64 pid_tgid, bool present)
 }
 
 static __always_inline void count_fault(unsigned long address, unsigned long error_code,
-					struct pt_regs *regs, bool user_mode)
+					struct pt_regs *regs, bool user_mode, bool pair)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
@@ -443,7 +459,7 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 	} else {
 		counts->write_absent++;
 	}
-	if (!pair_faults)
+	if (!pair)
 		return;
 	if (present && write_hits_shared_mapping(tgid, address)) {
 		counts->paired_shared_writes++;
@@ -455,14 +471,30 @@ static __always_inline void count_fault(unsigned long address, unsigned long err
 SEC("raw_tp/page_fault_user")
 int BPF_PROG(on_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, true);
+	count_fault(address, error_code, regs, true, false);
 	return 0;
 }
 
 SEC("raw_tp/page_fault_kernel")
 int BPF_PROG(on_fault_kernel, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
-	count_fault(address, error_code, regs, false);
+	count_fault(address, error_code, regs, false, false);
+	return 0;
+}
+
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(on_fault_user_pair, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	count_fault(address, error_code, regs, true, true);
+	return 0;
+}
+
+SEC("raw_tp/page_fault_kernel")
+int BPF_PROG(on_fault_kernel_pair, unsigned long address, struct pt_regs *regs,
+	     unsigned long error_code)
+{
+	count_fault(address, error_code, regs, false, true);
 	return 0;
 }
 

@@ -73,6 +73,13 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     bpf_program__set_autoload(skel_->progs.on_wp_page_copy, source_.exact);
     bpf_program__set_autoload(skel_->progs.on_finish_fault, source_.exact_fills);
     bpf_program__set_autoload(skel_->progs.on_filemap_fault, source_.paired_fills);
+    const bool paired = source_.paired;
+    bpf_program__set_autoload(skel_->progs.on_rss_stat, !paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_user, !paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel, !paired);
+    bpf_program__set_autoload(skel_->progs.on_rss_stat_pair, paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_user_pair, paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel_pair, paired);
     const std::uint32_t period = options.cow_sample_period;
     if (period == 0 || (period & (period - 1)) != 0) {
         observer_bpf__destroy(skel_);
@@ -84,7 +91,6 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
     // one event in 8 there. A sampled-out event only delays the absolute value it carries.
     skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
-    skel_->rodata->pair_faults = source_.paired;
     if (int err = observer_bpf__load(skel_); err != 0) {
         observer_bpf__destroy(skel_);
         if (err == -EPERM || err == -EACCES) {
@@ -109,12 +115,18 @@ void Observer::attach(const Logger& log) {
         bpf_link** link;
         const char* name;
     };
+    const bool paired = source_.paired;  // the pairing builds of the hot hooks
     const Required required[] = {
         {skel_->progs.on_fork, &skel_->links.on_fork, "sched_process_fork"},
         {skel_->progs.on_exit, &skel_->links.on_exit, "sched_process_exit"},
-        {skel_->progs.on_rss_stat, &skel_->links.on_rss_stat, "rss_stat"},
-        {skel_->progs.on_fault_user, &skel_->links.on_fault_user, "page_fault_user"},
-        {skel_->progs.on_fault_kernel, &skel_->links.on_fault_kernel, "page_fault_kernel"},
+        {paired ? skel_->progs.on_rss_stat_pair : skel_->progs.on_rss_stat,
+         paired ? &skel_->links.on_rss_stat_pair : &skel_->links.on_rss_stat, "rss_stat"},
+        {paired ? skel_->progs.on_fault_user_pair : skel_->progs.on_fault_user,
+         paired ? &skel_->links.on_fault_user_pair : &skel_->links.on_fault_user,
+         "page_fault_user"},
+        {paired ? skel_->progs.on_fault_kernel_pair : skel_->progs.on_fault_kernel,
+         paired ? &skel_->links.on_fault_kernel_pair : &skel_->links.on_fault_kernel,
+         "page_fault_kernel"},
     };
     for (const auto& entry : required) {
         *entry.link = bpf_program__attach(entry.program);
