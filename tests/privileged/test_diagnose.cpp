@@ -21,6 +21,24 @@ namespace {
 
 using testing::FixtureProcess;
 
+// The diagnosis of what `watcher` saw, after a last poll and a ground-truth read.
+Diagnosis finish_watch(Watcher& watcher, pid_t manager_pid) {
+    watcher.poll();
+    watcher.refresh_ground_truth();
+    ManagerSummary manager;
+    manager.pid = manager_pid;
+    return diagnose_children(watcher.children(), manager, {});
+}
+
+// Each child's entry of `diagnosis` by pid (pointers into it).
+std::map<pid_t, const ChildDiagnosis*> index_by_pid(const Diagnosis& diagnosis) {
+    std::map<pid_t, const ChildDiagnosis*> by_pid;
+    for (const auto& child : diagnosis.children) {
+        by_pid[child.pid] = &child;
+    }
+    return by_pid;
+}
+
 TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
@@ -42,16 +60,8 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
             exit_sent = true;
         }
     }
-    watcher.poll();
-    watcher.refresh_ground_truth();
-    ManagerSummary manager;
-    manager.pid = fixture.manager();
-    const Diagnosis diagnosis = diagnose_children(watcher.children(), manager, {});
-
-    std::map<pid_t, const ChildDiagnosis*> by_pid;
-    for (const auto& child : diagnosis.children) {
-        by_pid[child.pid] = &child;
-    }
+    const Diagnosis diagnosis = finish_watch(watcher, fixture.manager());
+    const auto by_pid = index_by_pid(diagnosis);
     ASSERT_EQ(by_pid.size(), fixture.children().size());
     for (const auto& [name, pid] : fixture.children()) {
         SCOPED_TRACE(name + " " + std::to_string(pid));
@@ -118,15 +128,8 @@ TEST(Diagnose, TrapsGetTheRightVerdicts) {
         watcher.poll();
         ASSERT_LT(watcher.elapsed_seconds(), 60.0) << "the traps did not finish";
     }
-    watcher.poll();
-    watcher.refresh_ground_truth();
-    ManagerSummary manager;
-    manager.pid = fixture.manager();
-    const Diagnosis diagnosis = diagnose_children(watcher.children(), manager, {});
-    std::map<pid_t, const ChildDiagnosis*> by_pid;
-    for (const auto& child : diagnosis.children) {
-        by_pid[child.pid] = &child;
-    }
+    const Diagnosis diagnosis = finish_watch(watcher, fixture.manager());
+    const auto by_pid = index_by_pid(diagnosis);
     for (const auto& [script, verdict] : expected) {
         const ChildScript parsed = parse_child_script(script);
         const ScriptTruth truth = script_truth(parsed, preload);
