@@ -75,6 +75,15 @@ FREEZE_READ_ITEMS = 2000
 FREEZE_CHURN = 20_000
 FREEZE_TICK = 0.5
 FREEZE_MIN_SAVING = 0.20  # the frozen run unshares at least this fraction less
+STATUS_FIELDS = ("RssAnon", "VmSwap", "VmSize", "VmRSS")  # from /proc/PID/status
+# The policy table (as scripts/accuracy makes for the fixture): who the older limits would recycle,
+# given "grew by more than POLICY_LIMIT during the window": VSZ (VmSize, the 2007 cron script),
+# RSS (VmRSS: puma_worker_killer, uWSGI reload-on-rss), unshared (Private: Apache2::SizeLimit).
+# The right call is to recycle only a child that leaks.
+POLICY_LIMIT_MIB = 6
+LEAKS = {"read": False, "leak": True, "mixed": True, "idle": False}
+SCENARIOS = {"steady": "steady traffic", "burst": "burst, then idle"}
+DOC_BEGIN, DOC_END = "<!-- e2e-table:begin -->", "<!-- e2e-table:end -->"
 
 
 class Options:
@@ -87,10 +96,13 @@ class Options:
     freeze_duration = 8
     interval = "500ms"
     timeout = 200
+    write_doc = None
     watchdog_fired = False
 
 
 LIVE_SERVERS = []
+POLICY_ROWS = {}  # (scenario, server name) -> the policy rows of that window, for --write-doc
+MODES = set()  # kidreaper's "mode" in those windows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,7 +125,8 @@ def children_of(ppid):
 
 
 def memory_of(pid):
-    """Bytes from smaps_rollup (Rss, Pss, Private_Dirty, Shared_Dirty, Anonymous...) and RssAnon."""
+    """Bytes from smaps_rollup (Rss, Pss, Private_Dirty, Shared_Dirty, Anonymous...) and from
+    status: RssAnon, VmSwap, and VmSize and VmRSS (what the older limits watch)."""
     sample = {}
     with open(f"/proc/{pid}/smaps_rollup") as rollup:
         for line in rollup:
@@ -122,8 +135,9 @@ def memory_of(pid):
                 sample[parts[0].rstrip(":")] = int(parts[1]) * 1024
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("RssAnon:"):
-                sample["RssAnon"] = int(line.split()[1]) * 1024
+            key, _, rest = line.partition(":")
+            if key in STATUS_FIELDS:
+                sample[key] = int(rest.split()[0]) * 1024
     return sample
 
 
@@ -139,6 +153,59 @@ def snapshot(pids):
 
 def mib(n):
     return f"{n / MiB:+.1f}" if n is not None else "?"
+
+
+def policy_table(rows):
+    """Markdown lines of the policy table (the kind scripts/accuracy writes) and the right calls
+    of kidreaper and of each older limit: recycle a child only when it leaks."""
+    limit = POLICY_LIMIT_MIB * MiB
+    lines = ["| server | scenario | role | what it did | rise of private (smaps) / anon (status) | "
+             "rise of VmSize / VmRSS | kidreaper: cow / growth | verdict | VSZ | RSS | unshared |",
+             "|---|---|---|---|---:|---:|---:|---|---|---|---|"]
+    score = {"kidreaper": 0, "VSZ": 0, "RSS": 0, "unshared": 0}
+    for row in rows:
+        leaks = LEAKS[row["role"]]
+        cells = []
+        for name, grew in (("VSZ", row["vsz"]), ("RSS", row["rss"]), ("unshared", row["private"])):
+            recycles = grew > limit
+            score[name] += recycles == leaks
+            text = "recycles" if recycles else "keeps"
+            cells.append(text if recycles == leaks else f"**{text}**")
+        verdict = row["verdict"]
+        right = verdict in ("leak", "mixed") if leaks else verdict in ("stable", "cow", "unknown")
+        score["kidreaper"] += right
+        kidreaper = (f"{row['cow'] / MiB:.1f} / {row['growth'] / MiB:.1f}"
+                     if row["cow"] is not None and row["growth"] is not None else "?")
+        lines.append(f"| {row['server']} | {SCENARIOS[row['scenario']]} | {row['role']} | {row['what']} | "
+                     f"{mib(row['private'])} / {mib(row['anon'])} | {mib(row['vsz'])} / {mib(row['rss'])} | "
+                     f"{kidreaper} | {verdict if right else f'**{verdict}**'} | " + " | ".join(cells) + " |")
+    lines += ["", f"Right calls out of {len(rows)}: " + ", ".join(f"{name} {n}" for name, n in score.items()) + "."]
+    return lines
+
+
+def doc_table():
+    """The text --write-doc puts between the e2e markers: one line on how it was measured, then
+    the steady and the burst windows of every server."""
+    rows = [row for scenario in SCENARIOS for server in (PerlFcgiServer.name, GunicornServer.name)
+            for row in POLICY_ROWS.get((scenario, server), [])]
+    modes = ", ".join(sorted(MODES)) or "?"
+    header = (f"Measured on Linux {os.uname().release} (mode: {modes}) by `tests/e2e/test_diagnose_servers.py "
+              f"--write-doc`: {CHILDREN} children per server, a {Options.duration} s window of steady traffic "
+              f"and a {Options.burst_duration} s window with a burst at its start, kidreaper `--interval "
+              f"{Options.interval}`; each older policy recycles a child whose metric grew by more than "
+              f"{POLICY_LIMIT_MIB} MiB during the window. Truth: the child's role (read, idle: not a leak; "
+              f"leak, mixed: a leak), and its Private (smaps_rollup) and RssAnon+VmSwap at the window's start "
+              f"and end, in MiB. A wrong call is in bold.")
+    return "\n".join([header, ""] + policy_table(rows))
+
+
+def write_doc(path):
+    """Replaces the text between the e2e markers of `path` with doc_table(), keeping the markers."""
+    with open(path) as doc:
+        text = doc.read()
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    with open(path, "w") as doc:
+        doc.write(text[:start] + "\n" + doc_table() + "\n" + text[end:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,6 +573,7 @@ class Window:
         self.command = None
         self.returncode = self.stdout = self.stderr = None
         self.reports = {}
+        self.mode = None  # kidreaper's "mode"
         self.table = ""
         self.started_at = None
 
@@ -514,6 +582,10 @@ class Window:
 
     def grown(self, pid):
         return self.after[pid]["RssAnon"] - self.before[pid]["RssAnon"]
+
+    def rise(self, pid, *keys):
+        """The rise of the sum of `keys` (0 for a key the kernel does not report) over the window."""
+        return sum(self.after[pid].get(key, 0) - self.before[pid].get(key, 0) for key in keys)
 
 
 class ServerChecks:
@@ -634,8 +706,9 @@ class ServerChecks:
         window.after = snapshot(children)
         if proc is not None:
             try:
-                window.reports = {c.get("pid"): c for c in json.loads(window.stdout).get("children", [])
-                                  if isinstance(c, dict)}
+                report = json.loads(window.stdout)
+                window.reports = {c.get("pid"): c for c in report.get("children", []) if isinstance(c, dict)}
+                window.mode = report.get("mode")
             except (ValueError, AttributeError):
                 pass
         window.table = self.ground_truth_table(children, roles, traffic, window.before, window.after,
@@ -655,6 +728,25 @@ class ServerChecks:
             self.assertIsNotNone(window.before[pid], window.table)
             self.assertIsNotNone(window.after[pid], window.table)
         return window
+
+    def record_policy(self, scenario, window, by_pid, what):
+        """Prints the policy table of this window (who kidreaper and the older limits would recycle)
+        and keeps its rows for --write-doc. what[pid]: what the child did, in words."""
+        rows = []
+        for pid in sorted(window.roles):
+            child = by_pid.get(pid, {})
+            rows.append({
+                "server": self.server.name, "scenario": scenario, "role": window.roles[pid], "what": what[pid],
+                "private": window.rise(pid, "Private_Clean", "Private_Dirty"),
+                "anon": window.rise(pid, "RssAnon", "VmSwap"),
+                "vsz": window.rise(pid, "VmSize"), "rss": window.rise(pid, "VmRSS"),
+                "cow": child.get("cow_bytes"), "growth": child.get("growth_bytes"),
+                "verdict": child.get("verdict", "missing")})
+        POLICY_ROWS[(scenario, self.server.name)] = rows
+        if isinstance(window.mode, str):
+            MODES.add(window.mode)
+        print(f"\n{self.server.name}, {SCENARIOS[scenario]}: who would recycle each child (limit: grew by "
+              f"more than {POLICY_LIMIT_MIB} MiB; MiB)\n" + "\n".join(policy_table(rows)), file=sys.stderr)
 
     def check_workload(self, window, pid, played, leaked=None):
         """The workload did what it should (otherwise kidreaper cannot be judged)."""
@@ -706,6 +798,31 @@ class ServerChecks:
 class ServerTestMixin(ServerChecks):
     """The diagnose tests every server runs."""
 
+    def steady_work(self, traffic, pid):
+        """What a child did in the steady window, in words, from what it reported doing."""
+        counts = traffic.ledger[pid]
+        reads, leaks = counts["read"], counts["leak"]
+        read = f"{reads} × `/read?items={self.server.read_items}`"
+        leak = f"{leaks} × `/leak?mb={LEAK_MB}` ({leaks * LEAK_MB} MiB)"
+        if reads and leaks:
+            return f"{read} and {leak}, alternating, one every {TICK_SECONDS:g} s"
+        if reads or leaks:
+            return f"{read if reads else leak}, one every {TICK_SECONDS:g} s"
+        return f"nothing ({counts['skip']} × 421)"
+
+    def burst_work(self, traffic, rounds, pid):
+        """What a child did in the burst window, in words."""
+        counts = traffic.ledger[pid]
+        if not rounds:
+            return f"nothing ({counts['skip']} × 421, during the bursts)"
+        took = traffic.last_done[pid] - traffic.first_done[pid] if pid in traffic.last_done else 0.0
+        paths = [path for paths in rounds for path in paths]
+        path = paths[0].replace(f"pid={pid}&", "")
+        kept = f" ({len(paths) * BURST_LEAK_KB // 1024} MiB)" if "/leak" in path else ""
+        spacing = (f"one every {Options.burst_spacing * 1000:g} ms" if len(rounds) > 1 and Options.burst_spacing
+                   else "all at once")
+        return f"{len(paths)} × `{path}`{kept}, {spacing}: {took:.1f} s, then idle"
+
     def test_diagnose_pidfile_idle_server(self):
         """--pidfile finds the manager and all its children; an idle server has no leak."""
         if Options.workload_only:
@@ -735,6 +852,7 @@ class ServerTestMixin(ServerChecks):
 
         by_pid, where = self.parse_report(window.command, window.returncode, window.stdout, window.stderr,
                                           window.table)
+        self.record_policy("steady", window, by_pid, {pid: self.steady_work(traffic, pid) for pid in children})
         for pid in children:
             self.assertIn(pid, by_pid, f"child {pid} missing from the report{where}")
             child = by_pid[pid]
@@ -781,6 +899,8 @@ class ServerTestMixin(ServerChecks):
 
         by_pid, where = self.parse_report(window.command, window.returncode, window.stdout, window.stderr,
                                           window.table)
+        self.record_policy("burst", window, by_pid,
+                           {pid: self.burst_work(traffic, bursts.get(pid, []), pid) for pid in children})
         for pid in children:
             self.assertIn(pid, by_pid, f"child {pid} missing from the report{where}")
             child = by_pid[pid]
@@ -930,6 +1050,9 @@ def main():
                         help="diagnose window of each gc.freeze run, seconds")
     parser.add_argument("--interval", default=Options.interval, help="kidreaper's --interval (500ms)")
     parser.add_argument("--timeout", type=int, default=Options.timeout, help="watchdog for the whole run, seconds")
+    parser.add_argument("--write-doc", metavar="PATH",
+                        help="replace the text between the e2e-table markers in PATH with the policy tables "
+                             "of the steady and burst windows (e.g. docs/accuracy.md)")
     args, rest = parser.parse_known_args()
     if not args.kidreaper and not args.workload_only:
         parser.print_usage(sys.stderr)
@@ -944,8 +1067,32 @@ def main():
     Options.interval = args.interval
     Options.warm_up = not args.no_warm_up
     Options.timeout = args.timeout
+    if args.write_doc:
+        if args.workload_only:
+            print("error: --write-doc needs kidreaper's verdicts (not --workload-only)", file=sys.stderr)
+            return 2
+        try:
+            with open(args.write_doc) as doc:
+                text = doc.read()
+        except OSError as error:
+            print(f"error: --write-doc: {error}", file=sys.stderr)
+            return 2
+        if DOC_BEGIN not in text or DOC_END not in text or text.index(DOC_BEGIN) > text.index(DOC_END):
+            print(f"error: --write-doc: {args.write_doc} lacks {DOC_BEGIN} ... {DOC_END}", file=sys.stderr)
+            return 2
+        Options.write_doc = args.write_doc
 
-    return run_tests_with_watchdog(Options, stop_all_servers, rest, "servers stopped")
+    status = run_tests_with_watchdog(Options, stop_all_servers, rest, "servers stopped")
+    if Options.write_doc:
+        wanted = [(scenario, server) for scenario in SCENARIOS
+                  for server in (PerlFcgiServer.name, GunicornServer.name)]
+        missing = [f"{server} {scenario}" for scenario, server in wanted if (scenario, server) not in POLICY_ROWS]
+        if missing:
+            print(f"[e2e] {Options.write_doc} not written: no table for {', '.join(missing)}", file=sys.stderr)
+            return status or 1
+        write_doc(Options.write_doc)
+        print(f"[e2e] wrote the policy table into {Options.write_doc}", file=sys.stderr)
+    return status
 
 
 def run_tests_with_watchdog(options, cleanup, unittest_args, stopped_what):
