@@ -24,7 +24,7 @@ Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::siz
     manager_start_ticks_ = stat->start_ticks;
     for (pid_t child : track_manager(observer_, proc_, manager_)) {
         if (auto reading = observer_.read_child(child)) {
-            record_for(*reading, 0, false).present_at_start = true;
+            record_for(*reading, 0, false, true).present_at_start = true;
         }
     }
 }
@@ -67,7 +67,8 @@ bool Watcher::still_our_child(ChildRecord& record) const {
     return true;
 }
 
-ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool read_stat) {
+ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool read_stat,
+                                 bool read_cpu) {
     auto [it, inserted] = children_.try_emplace(reading.pid);
     ChildRecord& record = it->second;
     if (inserted) {
@@ -95,10 +96,12 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool r
         record.anchor_seconds = now;
     }
     if (!reading.exited()) {
-        if (const auto runtime = proc_.schedstat_runtime_ns(reading.pid)) {
-            update_cpu(record, static_cast<double>(*runtime) / 1e9);
-        } else {
-            read_stat = true;  // no schedstat (CONFIG_SCHED_INFO off): ticks every poll
+        if (read_cpu) {
+            if (const auto runtime = proc_.schedstat_runtime_ns(reading.pid)) {
+                update_cpu(record, static_cast<double>(*runtime) / 1e9);
+            } else {
+                read_stat = true;  // no schedstat (CONFIG_SCHED_INFO off): stat's ticks
+            }
         }
         if (read_stat && !inserted && !still_our_child(record)) {
             record.exited = true;
@@ -121,8 +124,13 @@ void Watcher::poll() {
     // The exit hook marks exits; /proc/PID/stat is read only once every 16 polls per
     // child, for what no hook sees (a child that exited between the /proc scan and its
     // registration) and for the CPU time of all its threads. Spread by pid, so each poll
-    // reads about a sixteenth of the children.
+    // reads about a sixteenth of the children. The CPU time (schedstat) is read every poll
+    // for up to kCpuReadsPerPoll children, and spread the same way over more, which keeps
+    // a poll of thousands of children cheap; the work axis then moves in steps.
     constexpr std::size_t kCheckEvery = 16;
+    constexpr std::size_t kCpuReadsPerPoll = 128;
+    const std::size_t cpu_every =
+        std::max<std::size_t>(1, (children_.size() + kCpuReadsPerPoll - 1) / kCpuReadsPerPoll);
     const std::size_t poll_number = polls_++;
     for (const ChildReading& reading : observer_.read_children()) {
         if (reading.manager != manager_) {
@@ -132,9 +140,9 @@ void Watcher::poll() {
         if (known != children_.end() && known->second.exited) {
             continue;  // reported already; a pid reused within the window is not followed
         }
-        const bool check_proc =
-            (static_cast<std::size_t>(reading.pid) + poll_number) % kCheckEvery == 0;
-        ChildRecord& record = record_for(reading, now, check_proc);
+        const auto spread = static_cast<std::size_t>(reading.pid) + poll_number;
+        ChildRecord& record =
+            record_for(reading, now, spread % kCheckEvery == 0, spread % cpu_every == 0);
         if (reading.exited() || record.exited) {
             record.exited = true;
             observer_.forget_child(reading.pid);

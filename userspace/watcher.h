@@ -74,7 +74,9 @@ public:
     MemoryAccount account(const ChildReading& reading) const;
 
 private:
-    ChildRecord& record_for(const ChildReading& reading, double now, bool read_stat);
+    // Records a reading; read_stat: check /proc/PID/stat (identity, all threads' CPU);
+    // read_cpu: read the CPU time from schedstat.
+    ChildRecord& record_for(const ChildReading& reading, double now, bool read_stat, bool read_cpu);
     // Reads /proc/PID/stat: false when the pid is no longer this manager's child (gone,
     // a zombie, re-parented or reused); else updates the record's CPU time.
     bool still_our_child(ChildRecord& record) const;
