@@ -128,7 +128,7 @@ void Watcher::poll() {
     // for up to kCpuReadsPerPoll children, and spread the same way over more, which keeps
     // a poll of thousands of children cheap; the work axis then moves in steps.
     constexpr std::size_t kCheckEvery = 16;
-    constexpr std::size_t kCpuReadsPerPoll = 128;
+    constexpr std::size_t kCpuReadsPerPoll = 32;
     const std::size_t cpu_every =
         std::max<std::size_t>(1, (children_.size() + kCpuReadsPerPoll - 1) / kCpuReadsPerPoll);
     const std::size_t poll_number = polls_++;
