@@ -225,7 +225,12 @@ std::string render_table(const Diagnosis& d) {
     }
     out << '\n';
     for (const auto& c : d.children) {
-        out << clip("  " + std::to_string(c.pid) + ": " + c.classification.reason) << '\n';
+        // The reason is the verdict's evidence: wrapped, never cut.
+        const std::string head = "  " + std::to_string(c.pid) + ": ";
+        const auto lines = wrap(c.classification.reason, std::string(head.size(), ' '));
+        for (std::size_t i = 0; i < lines.size(); ++i) {
+            out << (i == 0 ? head + lines[i].substr(head.size()) : lines[i]) << '\n';
+        }
     }
     for (const auto& c : d.children) {
         const Verdict verdict = c.classification.verdict;
