@@ -1,7 +1,5 @@
 #include "cow_accounting.h"
 
-#include <algorithm>
-
 namespace kidreaper {
 
 namespace {
