@@ -11,7 +11,6 @@ namespace kidreaper {
 namespace {
 
 constexpr std::size_t kMaxSlopePoints = 200;  // bounds the O(n^2) slope
-constexpr std::size_t kMinWorkPoints = 2;     // distinct work values needed to judge growth
 
 std::string rate_text(double bytes_per_second) {
     return format_size(static_cast<std::uint64_t>(std::max(0.0, bytes_per_second))) + "/s";
@@ -39,14 +38,6 @@ std::vector<double> work_axis(std::span<const GrowthSample> samples) {
         work.push_back(highest - samples.front().work_seconds);
     }
     return work;
-}
-
-std::size_t distinct_values(const std::vector<double>& sorted) {
-    std::size_t count = sorted.empty() ? 0 : 1;
-    for (std::size_t i = 1; i < sorted.size(); ++i) {
-        count += sorted[i] > sorted[i - 1] ? 1 : 0;
-    }
-    return count;
 }
 
 }  // namespace
@@ -127,8 +118,9 @@ Classification classify(std::span<const GrowthSample> samples, const ClassifierC
                                            : ", COW under " + format_size(config.min_cow_bytes);
     const Verdict quiet = unsharing ? Verdict::cow : Verdict::stable;
 
-    if (distinct_values(work) < kMinWorkPoints || total_work < config.min_work_seconds ||
-        total_work <= 0) {
+    // The work axis starts at 0 and never runs backwards: a work that never moved is
+    // total_work == 0.
+    if (total_work <= 0 || total_work < config.min_work_seconds) {
         if (grew >= config.min_growth_bytes) {
             result.reason = "grew " + format_size(grew) + " but not enough work seen to tell (" +
                             work_text(total_work) + " of CPU in " +
