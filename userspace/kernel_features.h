@@ -42,7 +42,9 @@ struct KernelFeatures {
     bool exact_cow() const { return kprobe_pmu && wp_page_copy_symbol; }
     // The best way this kernel offers to tell COW from other write faults.
     CowSource cow_source() const {
-        const bool paired = rss_stat_per_change && find_vma_helper;
+        // The kprobes count the copies themselves: where they exist, pairing would only
+        // add hooks to the hot path.
+        const bool paired = rss_stat_per_change && find_vma_helper && !exact_cow();
         return {.exact = exact_cow(),
                 .exact_fills = exact_cow() && finish_fault_symbol,
                 .paired = paired,

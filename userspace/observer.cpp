@@ -155,8 +155,8 @@ void Observer::attach(const Logger& log) {
             source_.exact ? bpf_program__attach(skel_->progs.on_finish_fault) : nullptr;
         if (skel_->links.on_finish_fault == nullptr) {
             log.warn(
-                "kprobe on finish_fault unavailable: file copies on first write are "
-                "taken from the mapping, or as growth");
+                "kprobe on finish_fault unavailable: file copies on first write count as "
+                "growth");
             source_.exact_fills = false;
         }
     }

@@ -94,6 +94,11 @@ TEST(ObserverMode, PairingNeedsPerChangeCountersAndFindVma) {
     f.tp_mm_filemap_fault = false;
     EXPECT_TRUE(f.cow_source().paired);
     EXPECT_FALSE(f.cow_source().paired_fills);
+    f.kprobe_pmu = true;
+    f.wp_page_copy_symbol = true;
+    EXPECT_TRUE(f.cow_source().exact);
+    EXPECT_FALSE(f.cow_source().paired) << "the kprobes count the copies: no pairing beside";
+    f.kprobe_pmu = false;
     f.find_vma_helper = false;
     EXPECT_FALSE(f.cow_source().paired);
     EXPECT_NE(cow_source_name({}).find("fault codes"), std::string::npos);
