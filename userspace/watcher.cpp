@@ -49,6 +49,10 @@ bool Watcher::manager_alive() const {
     return stat && stat->start_ticks == manager_start_ticks_ && stat->state != 'Z';
 }
 
+double Watcher::stat_cpu_seconds(const ProcStat& stat) const {
+    return static_cast<double>(stat.utime_ticks + stat.stime_ticks) * seconds_per_tick_;
+}
+
 void Watcher::update_cpu(ChildRecord& record, double seconds) const {
     if (record.cpu_first_seconds < 0) {
         record.cpu_first_seconds = seconds;
@@ -62,8 +66,7 @@ bool Watcher::still_our_child(ChildRecord& record) const {
         stat->state == 'Z') {
         return false;
     }
-    update_cpu(record,
-               static_cast<double>(stat->utime_ticks + stat->stime_ticks) * seconds_per_tick_);
+    update_cpu(record, stat_cpu_seconds(*stat));
     return true;
 }
 
@@ -81,8 +84,7 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool r
         if (const auto stat = proc_.stat(reading.pid)) {
             record.comm = stat->comm;
             record.start_ticks = stat->start_ticks;
-            update_cpu(record, static_cast<double>(stat->utime_ticks + stat->stime_ticks) *
-                                   seconds_per_tick_);
+            update_cpu(record, stat_cpu_seconds(*stat));
         }
         record.smaps_first = proc_.smaps_rollup(reading.pid);
         record.smaps_last = record.smaps_first;

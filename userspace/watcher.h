@@ -80,6 +80,8 @@ private:
     // Reads /proc/PID/stat: false when the pid is no longer this manager's child (gone,
     // a zombie, re-parented or reused); else updates the record's CPU time.
     bool still_our_child(ChildRecord& record) const;
+    // CPU time of all the process's threads from its stat (whole clock ticks).
+    double stat_cpu_seconds(const ProcStat& stat) const;
     void update_cpu(ChildRecord& record, double seconds) const;
 
     Observer& observer_;
