@@ -46,6 +46,22 @@ struct {
 	__type(value, struct kr_faults);
 } faults SEC(".maps");
 
+/* Exited children whose pid was reused before the loader read them (see struct kr_child). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KR_MAX_EXITS);
+	__type(key, struct kr_exit_key);
+	__type(value, struct kr_child);
+} exits SEC(".maps");
+
+/* See enum kr_capacity_map in the ABI header. */
+__u64 capacity_drops[KR_CAPACITY_MAPS];
+
+/* Sites the hooks inserted into cow_sites (see struct kr_site_key). */
+__u64 cow_site_inserts;
+
+#define KR_EEXIST 17 /* what a map update returns when the key is there already */
+
 /* See KR_TRACKED_BUCKETS in the ABI header. */
 __u32 tracked_buckets[KR_TRACKED_BUCKETS];
 
@@ -169,6 +185,36 @@ static __always_inline void record_mem_change(struct kr_child *child, struct mm_
 	record_mem(child, mm, member);
 }
 
+static __always_inline void count_drop(int map)
+{
+	__sync_fetch_and_add(&capacity_drops[map], 1);
+}
+
+/*
+ * A new process has `tgid`, which `children` still holds: that child has gone. Its entry
+ * moves to `exits` (never overwritten before the loader has read it); its hash counters are
+ * dropped and its fast slot released, so that nothing of the new process counts for it.
+ * Unless the caller overwrites it (keep_entry: the new process is a child to track), its
+ * `children` entry is deleted.
+ */
+static __always_inline void displace_reused(__u32 tgid, struct kr_child *old, bool keep_entry)
+{
+	struct kr_exit_key key = {.tgid = tgid, .start_boottime_ns = old->start_boottime_ns};
+	struct kr_child moved = *old;
+	__u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+	__u32 *bucket = &tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)];
+
+	/* Its pid is free again: it has exited, whether or not the exit hook saw it. */
+	moved.flags |= KR_CHILD_EXITED;
+	if (bpf_map_update_elem(&exits, &key, &moved, BPF_ANY) != 0)
+		count_drop(KR_CAPACITY_EXITS);
+	if (slot_owner[slot] == tgid)
+		slot_owner[slot] = 0; /* its counters stay in the slot for the loader */
+	bpf_map_delete_elem(&faults, &tgid);
+	if (!keep_entry && bpf_map_delete_elem(&children, &tgid) == 0 && *bucket > 0)
+		__sync_fetch_and_add(bucket, -1);
+}
+
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -176,30 +222,49 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	__u32 tgid = BPF_CORE_READ(child, tgid);
 	struct kr_faults zero_faults = {};
 	struct kr_child entry = {};
+	struct kr_child *old = NULL;
 	struct mm_struct *mm;
+	bool track;
+	long err;
 
 	if (BPF_CORE_READ(child, pid) != tgid) /* a new thread, not a process */
 		return 0;
-	if (!bpf_map_lookup_elem(&managers, &parent_tgid))
-		return 0;
 	mm = BPF_CORE_READ(child, mm);
-	if (!mm || mm == BPF_CORE_READ(parent, mm)) /* vfork / CLONE_VM: not a worker */
+	/* A manager's child with its own mm (vfork / CLONE_VM: not a worker). */
+	track =
+	    bpf_map_lookup_elem(&managers, &parent_tgid) && mm && mm != BPF_CORE_READ(parent, mm);
+	if (maybe_tracked(tgid))
+		old = bpf_map_lookup_elem(&children, &tgid);
+	if (old) /* a reused pid: whoever forked it */
+		displace_reused(tgid, old, track);
+	if (!track)
 		return 0;
 
 	entry.manager_tgid = parent_tgid;
 	entry.flags = KR_CHILD_FROM_FORK;
 	entry.fork_ns = bpf_ktime_get_ns();
+	entry.start_boottime_ns = BPF_CORE_READ(child, start_boottime);
 	for (int kind = 0; kind < KR_MEM_KINDS; kind++)
 		record_mem(&entry, mm, kind);
 	entry.anon_start_bytes = entry.mem_bytes[KR_MEM_ANON];
 	entry.swap_start_bytes = entry.mem_bytes[KR_MEM_SWAP];
 
-	if (!bpf_map_lookup_elem(&children, &tgid))
-		__sync_fetch_and_add(&tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)], 1);
-	/* A reused pid starts from zero: drop the old per-CPU counters first. */
+	/* Overwrite the displaced entry; insert (and count in the bucket) when there is none
+	 * (or the loader deleted it meanwhile). */
+	if (!old || bpf_map_update_elem(&children, &tgid, &entry, BPF_EXIST) != 0) {
+		err = bpf_map_update_elem(&children, &tgid, &entry, BPF_NOEXIST);
+		if (err == 0)
+			__sync_fetch_and_add(&tracked_buckets[tgid & (KR_TRACKED_BUCKETS - 1)], 1);
+		else if (err != -KR_EEXIST) {
+			count_drop(KR_CAPACITY_CHILDREN);
+			return 0;
+		}
+	}
+	/* A reused pid starts from zero: drop any old per-CPU counters first. */
 	bpf_map_delete_elem(&faults, &tgid);
-	bpf_map_update_elem(&faults, &tgid, &zero_faults, BPF_ANY);
-	bpf_map_update_elem(&children, &tgid, &entry, BPF_ANY);
+	err = bpf_map_update_elem(&faults, &tgid, &zero_faults, BPF_NOEXIST);
+	if (err != 0 && err != -KR_EEXIST)
+		count_drop(KR_CAPACITY_FAULTS);
 	return 0;
 }
 
@@ -339,8 +404,8 @@ static __always_inline void count_site(__u32 tgid, __u32 kind, __u64 address)
 
 	if (count)
 		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&cow_sites, &key, &one, BPF_NOEXIST);
+	else if (bpf_map_update_elem(&cow_sites, &key, &one, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(&cow_site_inserts, 1);
 }
 
 static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned long address,

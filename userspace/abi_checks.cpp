@@ -5,7 +5,7 @@
 #include "kidreaper/abi.h"
 
 static_assert(sizeof(kr_manager) == 8);
-static_assert(sizeof(kr_child) == 72);
+static_assert(sizeof(kr_child) == 80);
 static_assert(offsetof(kr_child, manager_tgid) == 0);
 static_assert(offsetof(kr_child, flags) == 4);
 static_assert(offsetof(kr_child, fork_ns) == 8);
@@ -13,6 +13,10 @@ static_assert(offsetof(kr_child, exit_ns) == 16);
 static_assert(offsetof(kr_child, mem_bytes) == 24);
 static_assert(offsetof(kr_child, anon_start_bytes) == 56);
 static_assert(offsetof(kr_child, swap_start_bytes) == 64);
+static_assert(offsetof(kr_child, start_boottime_ns) == 72);
+static_assert(sizeof(kr_exit_key) == 16);
+static_assert(offsetof(kr_exit_key, start_boottime_ns) == 8);
+static_assert(KR_CAPACITY_MAPS == 3);
 static_assert(sizeof(kr_faults) == 96);
 static_assert(offsetof(kr_faults, write_present_user) == 0);
 static_assert(offsetof(kr_faults, cow_copies) == 32);

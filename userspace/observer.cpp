@@ -4,9 +4,11 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,7 +53,7 @@ FaultCounts& FaultCounts::operator+=(const kr_faults& cpu) {
     return *this;
 }
 
-Observer::Observer(const ObserverOptions& options, const Logger& log) {
+Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log) {
     possible_cpus_ = libbpf_num_possible_cpus();
     if (possible_cpus_ <= 0) {
         throw Error(libbpf_error("cannot count possible CPUs", possible_cpus_));
@@ -91,6 +93,13 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) {
     // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
     // one event in 8 there. A sampled-out event only delays the absolute value it carries.
     skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
+    if (options.max_children != 0) {
+        bpf_map__set_max_entries(skel_->maps.children, options.max_children);
+        bpf_map__set_max_entries(skel_->maps.faults, options.max_children);
+    }
+    if (options.max_exits != 0) {
+        bpf_map__set_max_entries(skel_->maps.exits, options.max_exits);
+    }
     if (int err = observer_bpf__load(skel_); err != 0) {
         observer_bpf__destroy(skel_);
         if (err == -EPERM || err == -EACCES) {
@@ -166,12 +175,21 @@ Observer::~Observer() {
     observer_bpf__destroy(skel_);
 }
 
+bool Observer::map_full(int error) {
+    return error == E2BIG || error == ENOSPC || error == ENOMEM;
+}
+
 void Observer::add_manager(pid_t manager) {
     const auto key = static_cast<__u32>(manager);
     const kr_manager value{.registered_ns = now_ns()};
     if (bpf_map__update_elem(skel_->maps.managers, &key, sizeof(key), &value, sizeof(value),
                              BPF_ANY) != 0) {
-        throw Error(errno_message("cannot register manager " + std::to_string(manager), errno));
+        const int error = errno;
+        if (map_full(error)) {
+            ++managers_full_;
+            take_capacity_notices();
+        }
+        throw Error(errno_message("cannot register manager " + std::to_string(manager), error));
     }
 }
 
@@ -180,8 +198,9 @@ void Observer::remove_manager(pid_t manager) {
     bpf_map__delete_elem(skel_->maps.managers, &key, sizeof(key), 0);
 }
 
-bool Observer::add_child(pid_t child, pid_t manager,
-                         const std::array<std::uint64_t, KR_MEM_KINDS>& mem_bytes) {
+ChildAdded Observer::add_child(pid_t child, pid_t manager,
+                               const std::array<std::uint64_t, KR_MEM_KINDS>& mem_bytes,
+                               std::uint64_t start_ns) {
     const auto key = static_cast<__u32>(child);
     kr_child entry{};
     entry.manager_tgid = static_cast<__u32>(manager);
@@ -191,22 +210,44 @@ bool Observer::add_child(pid_t child, pid_t manager,
     }
     entry.anon_start_bytes = mem_bytes[KR_MEM_ANON];
     entry.swap_start_bytes = mem_bytes[KR_MEM_SWAP];
+    entry.start_boottime_ns = start_ns;
     if (bpf_map__update_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry),
                              BPF_NOEXIST) != 0) {
-        if (errno == EEXIST) {
-            return false;
+        const int error = errno;
+        if (error == EEXIST) {
+            return ChildAdded::tracked_already;
         }
-        throw Error(errno_message("cannot track child " + std::to_string(child), errno));
+        if (map_full(error)) {
+            ++children_full_;
+            return ChildAdded::map_full;
+        }
+        throw Error(errno_message("cannot track child " + std::to_string(child), error));
     }
     std::vector<kr_faults> zeros(possible_cpus_);
     if (bpf_map__update_elem(skel_->maps.faults, &key, sizeof(key), zeros.data(),
-                             zeros.size() * sizeof(kr_faults), BPF_NOEXIST) != 0 &&
-        errno != EEXIST) {
-        throw Error(errno_message("cannot track child " + std::to_string(child), errno));
+                             zeros.size() * sizeof(kr_faults), BPF_NOEXIST) != 0) {
+        const int error = errno;
+        if (map_full(error)) {
+            ++faults_full_;  // tracked all the same: its memory, and faults in its slot
+        } else if (error != EEXIST) {
+            throw Error(errno_message("cannot track child " + std::to_string(child), error));
+        }
     }
     __atomic_fetch_add(&tracked_bucket(child), 1U, __ATOMIC_SEQ_CST);
     claim_slot(child);
-    return true;
+    return ChildAdded::added;
+}
+
+bool Observer::has_entry(__u32 tgid, std::uint64_t start_ns) const {
+    kr_child entry{};
+    if (bpf_map__lookup_elem(skel_->maps.children, &tgid, sizeof(tgid), &entry, sizeof(entry), 0) ==
+            0 &&
+        entry.start_boottime_ns == start_ns) {
+        return true;
+    }
+    const kr_exit_key key{.tgid = tgid, .pad = 0, .start_boottime_ns = start_ns};
+    return bpf_map__lookup_elem(skel_->maps.exits, &key, sizeof(key), &entry, sizeof(entry), 0) ==
+           0;
 }
 
 bool Observer::claim_slot(pid_t child) {
@@ -223,6 +264,15 @@ bool Observer::claim_slot(pid_t child) {
         0) {
         return false;  // not tracked
     }
+    SlotClaim& claim = slot_claim(child);
+    if (claim.tgid != 0) {
+        // The fork hook released it from a displaced child: its counters stay until that
+        // exit is consumed (or is gone: the exits map was full).
+        if (has_entry(claim.tgid, claim.start_ns)) {
+            return false;
+        }
+        claim = {};
+    }
     // Zero the counters before the owner is set: the hot path uses them from then on.
     const __u32 slot = tgid & (KR_FAULT_SLOTS - 1);
     std::vector<kr_faults> zeros(possible_cpus_);
@@ -231,15 +281,28 @@ bool Observer::claim_slot(pid_t child) {
         return false;
     }
     __atomic_store_n(&owner, tgid, __ATOMIC_RELEASE);
+    // The hash counts stop here (but for a fault already past the owner check).
+    claim = {
+        .tgid = tgid, .start_ns = entry.start_boottime_ns, .hash_at_claim = hash_counts(child)};
     return true;
 }
 
-void Observer::add_slot_counts(pid_t child, FaultCounts& counts) const {
-    const auto tgid = static_cast<__u32>(child);
-    if (__atomic_load_n(&slot_owner(child), __ATOMIC_ACQUIRE) != tgid) {
-        return;
+FaultCounts Observer::hash_counts(pid_t child) const {
+    const auto key = static_cast<__u32>(child);
+    FaultCounts counts;
+    std::vector<kr_faults> per_cpu(possible_cpus_);
+    if (bpf_map__lookup_elem(skel_->maps.faults, &key, sizeof(key), per_cpu.data(),
+                             per_cpu.size() * sizeof(kr_faults), 0) == 0) {
+        for (const auto& cpu : per_cpu) {
+            counts += cpu;
+        }
     }
-    const __u32 slot = tgid & (KR_FAULT_SLOTS - 1);
+    return counts;
+}
+
+FaultCounts Observer::slot_counts(pid_t child) const {
+    const __u32 slot = static_cast<__u32>(child) & (KR_FAULT_SLOTS - 1);
+    FaultCounts counts;
     std::vector<kr_faults> per_cpu(possible_cpus_);
     if (bpf_map__lookup_elem(skel_->maps.slot_faults, &slot, sizeof(slot), per_cpu.data(),
                              per_cpu.size() * sizeof(kr_faults), 0) == 0) {
@@ -247,22 +310,134 @@ void Observer::add_slot_counts(pid_t child, FaultCounts& counts) const {
             counts += cpu;
         }
     }
+    return counts;
 }
 
-void Observer::forget_child(pid_t child) {
+void Observer::add_slot_counts(pid_t child, std::uint64_t start_ns, FaultCounts& counts) const {
+    const auto tgid = static_cast<__u32>(child);
+    const SlotClaim& claim = slot_claim(child);
+    if (__atomic_load_n(&slot_owner(child), __ATOMIC_ACQUIRE) != tgid || claim.tgid != tgid ||
+        claim.start_ns != start_ns) {
+        return;
+    }
+    counts += slot_counts(child);
+}
+
+void Observer::release_bucket(pid_t child) const {
+    __u32& bucket = tracked_bucket(child);
+    __u32 count = __atomic_load_n(&bucket, __ATOMIC_SEQ_CST);
+    while (count > 0 && !__atomic_compare_exchange_n(&bucket, &count, count - 1, false,
+                                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+}
+
+bool Observer::delete_child_entry(pid_t child, std::uint64_t start_ns) {
     const auto key = static_cast<__u32>(child);
-    __u32& owner = slot_owner(child);
-    if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) == key) {
-        __atomic_store_n(&owner, 0U, __ATOMIC_RELEASE);
+    const int map_fd = bpf_map__fd(skel_->maps.children);
+    if (lookup_and_delete_) {
+        kr_child deleted{};
+        const int err = bpf_map_lookup_and_delete_elem(map_fd, &key, &deleted);
+        if (err == 0) {
+            if (deleted.start_boottime_ns == start_ns) {
+                return true;
+            }
+            // A newer child's (the pid was reused since the compare): put it back, unless
+            // the fork hook wrote a newer one still.
+            bpf_map_update_elem(map_fd, &key, &deleted, BPF_NOEXIST);
+            return false;
+        }
+        if (err == -ENOENT) {
+            return false;
+        }
+        lookup_and_delete_ = false;  // before 5.14: compare, then delete
+    }
+    kr_child entry{};
+    if (bpf_map_lookup_elem(map_fd, &key, &entry) != 0 || entry.start_boottime_ns != start_ns) {
+        return false;
+    }
+    return bpf_map_delete_elem(map_fd, &key) == 0;
+}
+
+bool Observer::forget_child(pid_t child, std::uint64_t start_ns) {
+    const auto key = static_cast<__u32>(child);
+    kr_child entry{};
+    if (bpf_map__lookup_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry), 0) !=
+            0 ||
+        entry.start_boottime_ns != start_ns) {
+        return false;  // gone already, or a newer child's
+    }
+    SlotClaim& claim = slot_claim(child);
+    if (claim.tgid == key && claim.start_ns == start_ns) {
+        __u32& owner = slot_owner(child);
+        if (__atomic_load_n(&owner, __ATOMIC_ACQUIRE) == key) {
+            __atomic_store_n(&owner, 0U, __ATOMIC_RELEASE);
+        }
+        claim = {};
     }
     bpf_map__delete_elem(skel_->maps.faults, &key, sizeof(key), 0);
-    if (bpf_map__delete_elem(skel_->maps.children, &key, sizeof(key), 0) == 0) {
-        __u32& bucket = tracked_bucket(child);
-        __u32 count = __atomic_load_n(&bucket, __ATOMIC_SEQ_CST);
-        while (count > 0 && !__atomic_compare_exchange_n(&bucket, &count, count - 1, false,
-                                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    const bool deleted = delete_child_entry(child, start_ns);
+    if (deleted) {
+        release_bucket(child);
+    }
+    // A fork that reused the pid during the steps above may have lost its fresh counters
+    // to the delete: give them back (it has counted next to nothing yet).
+    if (bpf_map__lookup_elem(skel_->maps.children, &key, sizeof(key), &entry, sizeof(entry), 0) ==
+            0 &&
+        entry.start_boottime_ns != start_ns) {
+        std::vector<kr_faults> zeros(possible_cpus_);
+        bpf_map__update_elem(skel_->maps.faults, &key, sizeof(key), zeros.data(),
+                             zeros.size() * sizeof(kr_faults), BPF_NOEXIST);
+    }
+    return deleted;
+}
+
+void Observer::consume_exit(const ChildReading& reading) {
+    if (!reading.displaced) {
+        return;
+    }
+    const kr_exit_key key{
+        .tgid = static_cast<__u32>(reading.pid), .pad = 0, .start_boottime_ns = reading.start_ns};
+    bpf_map__delete_elem(skel_->maps.exits, &key, sizeof(key), 0);
+    SlotClaim& claim = slot_claim(reading.pid);
+    if (claim.tgid == key.tgid && claim.start_ns == reading.start_ns) {
+        claim = {};  // its slot counters are read: the slot may be claimed again
+    }
+}
+
+void Observer::forget_children_of(pid_t manager) {
+    for (const ChildReading& reading : read_children()) {
+        if (reading.manager != manager) {
+            continue;
+        }
+        if (reading.displaced) {
+            consume_exit(reading);
+        } else {
+            forget_child(reading.pid, reading.start_ns);
         }
     }
+}
+
+CapacityCounts Observer::capacity() const {
+    const auto drops = [this](int map) {
+        return __atomic_load_n(&skel_->bss->capacity_drops[map], __ATOMIC_RELAXED);
+    };
+    CapacityCounts counts;
+    counts.children = {drops(KR_CAPACITY_CHILDREN) + children_full_,
+                       bpf_map__max_entries(skel_->maps.children)};
+    counts.faults = {drops(KR_CAPACITY_FAULTS) + faults_full_,
+                     bpf_map__max_entries(skel_->maps.faults)};
+    counts.exits = {drops(KR_CAPACITY_EXITS), bpf_map__max_entries(skel_->maps.exits)};
+    counts.managers = {managers_full_, bpf_map__max_entries(skel_->maps.managers)};
+    counts.cow_sites = {cow_sites_evicted_, bpf_map__max_entries(skel_->maps.cow_sites)};
+    return counts;
+}
+
+std::vector<CapacityNotice> Observer::take_capacity_notices() {
+    std::vector<CapacityNotice> notices = notices_.update(capacity());
+    for (const auto& notice : notices) {
+        log_.warn(notice.message);
+    }
+    return notices;
 }
 
 __u32& Observer::slot_owner(pid_t child) const {
@@ -285,6 +460,7 @@ ChildReading Observer::to_reading(pid_t pid, const kr_child& entry) {
     }
     reading.anon_start_bytes = entry.anon_start_bytes;
     reading.swap_start_bytes = entry.swap_start_bytes;
+    reading.start_ns = entry.start_boottime_ns;
     return reading;
 }
 
@@ -296,15 +472,37 @@ std::optional<ChildReading> Observer::read_child(pid_t child) const {
         return std::nullopt;
     }
     ChildReading reading = to_reading(child, entry);
-    std::vector<kr_faults> per_cpu(possible_cpus_);
-    if (bpf_map__lookup_elem(skel_->maps.faults, &key, sizeof(key), per_cpu.data(),
-                             per_cpu.size() * sizeof(kr_faults), 0) == 0) {
-        for (const auto& cpu : per_cpu) {
-            reading.faults += cpu;
-        }
-    }
-    add_slot_counts(child, reading.faults);
+    reading.faults = hash_counts(child);
+    add_slot_counts(child, reading.start_ns, reading.faults);
     return reading;
+}
+
+std::vector<ChildReading> Observer::read_exits() const {
+    std::vector<ChildReading> readings;
+    kr_exit_key key{};
+    kr_exit_key next{};
+    const void* previous = nullptr;
+    while (bpf_map__get_next_key(skel_->maps.exits, previous, &next, sizeof(next)) == 0) {
+        kr_child entry{};
+        if (bpf_map__lookup_elem(skel_->maps.exits, &next, sizeof(next), &entry, sizeof(entry),
+                                 0) == 0) {
+            ChildReading reading = to_reading(static_cast<pid_t>(next.tgid), entry);
+            reading.flags |= KR_CHILD_EXITED;
+            reading.displaced = true;
+            // Its hash entry went with the displacement; where it owned its slot, the slot
+            // kept its counts and the claim kept the hash counts of before.
+            const SlotClaim& claim = slot_claim(reading.pid);
+            reading.faults_complete = claim.tgid == next.tgid && claim.start_ns == reading.start_ns;
+            if (reading.faults_complete) {
+                reading.faults = claim.hash_at_claim;
+                reading.faults += slot_counts(reading.pid);
+            }
+            readings.push_back(reading);
+        }
+        key = next;
+        previous = &key;
+    }
+    return readings;
 }
 
 namespace {
@@ -343,13 +541,14 @@ bool lookup_all_batched(int map_fd, std::size_t value_size, std::vector<__u32>& 
 }  // namespace
 
 std::vector<ChildReading> Observer::read_children() const {
+    std::vector<ChildReading> readings = read_exits();
     if (batch_lookups_) {
-        if (auto readings = read_children_batched()) {
-            return *readings;
+        if (auto batched = read_children_batched()) {
+            readings.insert(readings.end(), batched->begin(), batched->end());
+            return readings;
         }
         batch_lookups_ = false;  // this kernel cannot: one lookup per key from now on
     }
-    std::vector<ChildReading> readings;
     __u32 key = 0;
     __u32 next = 0;
     const void* previous = nullptr;
@@ -396,7 +595,7 @@ std::optional<std::vector<ChildReading>> Observer::read_children_batched() const
         if (auto found = faults.find(child_keys[i]); found != faults.end()) {
             reading.faults = found->second;
         }
-        add_slot_counts(reading.pid, reading.faults);
+        add_slot_counts(reading.pid, reading.start_ns, reading.faults);
         readings.push_back(reading);
     }
     return readings;
@@ -416,6 +615,9 @@ std::vector<CowSiteSample> Observer::read_cow_sites() const {
         key = next;
         previous = &key;
     }
+    // Nothing but eviction deletes a site: what the hooks inserted and is missing was evicted.
+    const std::uint64_t inserted = __atomic_load_n(&skel_->bss->cow_site_inserts, __ATOMIC_RELAXED);
+    cow_sites_evicted_ = inserted > sites.size() ? inserted - sites.size() : 0;
     return sites;
 }
 
@@ -426,12 +628,28 @@ std::uint64_t Observer::now_ns() {
            static_cast<std::uint64_t>(now.tv_nsec);
 }
 
+std::int64_t boottime_offset_ns(const ProcFs& proc) {
+    std::ifstream offsets(proc.root() / "self" / "timens_offsets");
+    std::string clock;
+    long long seconds = 0;
+    long long nanoseconds = 0;
+    while (offsets >> clock >> seconds >> nanoseconds) {
+        if (clock == "boottime" || clock == "7") {  // CLOCK_BOOTTIME
+            return seconds * 1'000'000'000LL + nanoseconds;
+        }
+    }
+    return 0;
+}
+
 std::vector<pid_t> track_manager(Observer& observer, const ProcFs& proc, pid_t manager) {
     observer.add_manager(manager);
+    const long ticks_per_second = sysconf(_SC_CLK_TCK);
+    const std::int64_t offset = boottime_offset_ns(proc);
     std::vector<pid_t> registered;
     for (pid_t child : proc.children_of(manager)) {
+        const auto stat = proc.stat(child);
         const auto status = proc.status(child);
-        if (!status || status->ppid != manager) {
+        if (!stat || !status || stat->ppid != manager) {
             continue;  // gone, or re-parented, since the scan
         }
         std::array<std::uint64_t, KR_MEM_KINDS> mem{};
@@ -439,7 +657,11 @@ std::vector<pid_t> track_manager(Observer& observer, const ProcFs& proc, pid_t m
         mem[KR_MEM_ANON] = status->rss_anon;
         mem[KR_MEM_SWAP] = status->vm_swap;
         mem[KR_MEM_SHMEM] = status->rss_shmem;
-        if (observer.add_child(child, manager, mem)) {
+        // In the kernel's frame, as the fork hook reads it (0 when unknown).
+        const auto proc_ns = start_ns_of_ticks(stat->start_ticks, ticks_per_second);
+        const std::uint64_t start_ns =
+            proc_ns ? static_cast<std::uint64_t>(static_cast<std::int64_t>(*proc_ns) - offset) : 0;
+        if (observer.add_child(child, manager, mem, start_ns) == ChildAdded::added) {
             registered.push_back(child);
         }
     }

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
+#include <utility>
 
 #include "error.h"
 
@@ -16,7 +18,9 @@ Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::siz
       max_samples_(max_samples) {
     if (const long ticks = sysconf(_SC_CLK_TCK); ticks > 0) {
         seconds_per_tick_ = 1.0 / static_cast<double>(ticks);
+        ticks_per_second_ = ticks;
     }
+    boottime_offset_ns_ = boottime_offset_ns(proc_);
     const auto stat = proc_.stat(manager_);
     if (!stat) {
         throw Error("no process " + std::to_string(manager_) + " (has the server stopped?)");
@@ -27,13 +31,13 @@ Watcher::Watcher(Observer& observer, const ProcFs& proc, pid_t manager, std::siz
             record_for(*reading, 0, false, true).present_at_start = true;
         }
     }
+    note_capacity();
 }
 
 Watcher::~Watcher() {
     observer_.remove_manager(manager_);
-    for (const auto& [pid, record] : children_) {
-        observer_.forget_child(pid);
-    }
+    // Every entry of this manager's children, the ones never polled and the exits too.
+    observer_.forget_children_of(manager_);
 }
 
 double Watcher::elapsed_seconds() const {
@@ -47,6 +51,16 @@ MemoryAccount Watcher::account(const ChildReading& reading) const {
 bool Watcher::manager_alive() const {
     const auto stat = proc_.stat(manager_);
     return stat && stat->start_ticks == manager_start_ticks_ && stat->state != 'Z';
+}
+
+std::vector<CapacityNotice> Watcher::take_capacity_notices() {
+    return std::exchange(capacity_notices_, {});
+}
+
+void Watcher::note_capacity() {
+    for (auto& notice : observer_.take_capacity_notices()) {
+        capacity_notices_.push_back(std::move(notice));
+    }
 }
 
 double Watcher::stat_cpu_seconds(const ProcStat& stat) const {
@@ -70,34 +84,70 @@ bool Watcher::still_our_child(ChildRecord& record) const {
     return true;
 }
 
+std::optional<std::uint64_t> Watcher::identity_ticks(std::uint64_t start_ns) const {
+    if (start_ns == 0) {
+        return std::nullopt;
+    }
+    const std::int64_t shown = static_cast<std::int64_t>(start_ns) + boottime_offset_ns_;
+    if (shown < 0) {
+        return std::nullopt;
+    }
+    return start_ticks_of_ns(static_cast<std::uint64_t>(shown), ticks_per_second_);
+}
+
+void Watcher::start_record(ChildRecord& record, const ChildReading& reading, double now) {
+    record.pid = reading.pid;
+    record.start_ns = reading.start_ns;
+    record.first_seen = now;
+    if (max_samples_ != 0) {
+        record.samples = SampleHistory(max_samples_);
+    }
+    const auto identity = identity_ticks(reading.start_ns);
+    if (identity) {
+        record.start_ticks = *identity;
+    }
+    const auto stat = proc_.stat(reading.pid);
+    if (stat && (!identity || stat->start_ticks == *identity)) {
+        record.comm = stat->comm;
+        record.start_ticks = stat->start_ticks;
+        update_cpu(record, stat_cpu_seconds(*stat));
+        record.smaps_first = proc_.smaps_rollup(reading.pid);
+        record.smaps_last = record.smaps_first;
+    } else if (stat && !reading.exited()) {
+        record.exited = true;  // the pid is another process's already: this child has gone
+    }
+}
+
+void Watcher::take_reading(ChildRecord& record, const ChildReading& reading, double now) {
+    const bool first = record.samples.size() == 0;
+    record.latest = reading;
+    record.account = account(reading);
+    if (first) {
+        record.account_first = record.account;
+        record.anchor_cow_bytes = record.account.cow_bytes();
+        record.anchor_fresh_bytes = record.account.fresh_bytes;
+        record.anchor_seconds = now;
+    }
+    record.last_seen = now;
+    const double work =
+        record.cpu_first_seconds < 0 ? 0 : record.cpu_seconds - record.cpu_first_seconds;
+    GrowthSample sample;
+    sample.seconds = now;
+    sample.cow_bytes = record.account.cow_bytes();
+    sample.anon_bytes = record.account.fresh_bytes;
+    sample.work_seconds = work;
+    record.samples.append(sample);
+}
+
 ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool read_stat,
                                  bool read_cpu) {
     auto [it, inserted] = children_.try_emplace(reading.pid);
     ChildRecord& record = it->second;
     if (inserted) {
         observer_.claim_slot(reading.pid);  // a forked child counts in the hash until now
-        record.pid = reading.pid;
-        record.first_seen = now;
-        if (max_samples_ != 0) {
-            record.samples = SampleHistory(max_samples_);
-        }
-        if (const auto stat = proc_.stat(reading.pid)) {
-            record.comm = stat->comm;
-            record.start_ticks = stat->start_ticks;
-            update_cpu(record, stat_cpu_seconds(*stat));
-        }
-        record.smaps_first = proc_.smaps_rollup(reading.pid);
-        record.smaps_last = record.smaps_first;
+        start_record(record, reading, now);
     }
-    record.latest = reading;
-    record.account = account(reading);
-    if (inserted) {
-        record.account_first = record.account;
-        record.anchor_cow_bytes = record.account.cow_bytes();
-        record.anchor_fresh_bytes = record.account.fresh_bytes;
-        record.anchor_seconds = now;
-    }
-    if (!reading.exited()) {
+    if (!reading.exited() && !record.exited) {
         if (read_cpu) {
             if (const auto runtime = proc_.schedstat_runtime_ns(reading.pid)) {
                 update_cpu(record, static_cast<double>(*runtime) / 1e9);
@@ -109,16 +159,55 @@ ChildRecord& Watcher::record_for(const ChildReading& reading, double now, bool r
             record.exited = true;
         }
     }
-    record.last_seen = now;
-    const double work =
-        record.cpu_first_seconds < 0 ? 0 : record.cpu_seconds - record.cpu_first_seconds;
-    GrowthSample sample;
-    sample.seconds = now;
-    sample.cow_bytes = record.account.cow_bytes();
-    sample.anon_bytes = record.account.fresh_bytes;
-    sample.work_seconds = work;
-    record.samples.append(sample);
+    take_reading(record, reading, now);
     return record;
+}
+
+ChildRecord* Watcher::find_record(pid_t pid, std::uint64_t start_ns) {
+    if (auto it = children_.find(pid); it != children_.end() && it->second.start_ns == start_ns) {
+        return &it->second;
+    }
+    for (auto& record : displaced_) {
+        if (record.pid == pid && record.start_ns == start_ns) {
+            return &record;
+        }
+    }
+    return nullptr;
+}
+
+void Watcher::displace(std::map<pid_t, ChildRecord>::iterator it) {
+    it->second.exited = true;
+    it->second.pid_reused = true;
+    displaced_.push_back(std::move(it->second));
+    children_.erase(it);
+}
+
+void Watcher::record_displaced_exit(const ChildReading& reading, double now) {
+    ChildRecord* record = find_record(reading.pid, reading.start_ns);
+    if (record == nullptr) {
+        // Born and gone between two polls: recorded all the same, never lost silently.
+        ChildRecord unseen;
+        start_record(unseen, reading, now);
+        unseen.exited = true;
+        unseen.pid_reused = true;
+        take_reading(unseen, reading, now);
+        displaced_.push_back(std::move(unseen));
+        return;
+    }
+    if (!record->latest.exited()) {
+        // Its last reading; the faults a lost hash entry held since the last read are
+        // not in it: the counts read last stand.
+        ChildReading last = reading;
+        if (!reading.faults_complete) {
+            last.faults = record->latest.faults;
+        }
+        take_reading(*record, last, now);
+    }
+    record->exited = true;
+    if (auto it = children_.find(reading.pid);
+        it != children_.end() && it->second.start_ns == reading.start_ns) {
+        displace(it);  // its pid is a newer child's now
+    }
 }
 
 void Watcher::poll() {
@@ -134,22 +223,40 @@ void Watcher::poll() {
     const std::size_t cpu_every =
         std::max<std::size_t>(1, (children_.size() + kCpuReadsPerPoll - 1) / kCpuReadsPerPoll);
     const std::size_t poll_number = polls_++;
+    // Displaced exits come first: an old child's record is settled before its pid's new
+    // child is looked at.
     for (const ChildReading& reading : observer_.read_children()) {
         if (reading.manager != manager_) {
             continue;
         }
+        if (reading.displaced) {
+            record_displaced_exit(reading, now);
+            observer_.consume_exit(reading);
+            continue;
+        }
         auto known = children_.find(reading.pid);
+        if (known != children_.end() && known->second.start_ns != reading.start_ns) {
+            // A new child on a known pid: the old one exited (its exit was not read: the
+            // exits map was full, or it is still on its way).
+            displace(known);
+            known = children_.end();
+        }
         if (known != children_.end() && known->second.exited) {
-            continue;  // reported already; a pid reused within the window is not followed
+            observer_.forget_child(reading.pid, reading.start_ns);  // reported already
+            continue;
+        }
+        if (known != children_.end()) {
+            observer_.claim_slot(reading.pid);  // its slot may have come free
         }
         const auto spread = static_cast<std::size_t>(reading.pid) + poll_number;
         ChildRecord& record =
             record_for(reading, now, spread % kCheckEvery == 0, spread % cpu_every == 0);
         if (reading.exited() || record.exited) {
             record.exited = true;
-            observer_.forget_child(reading.pid);
+            observer_.forget_child(reading.pid, reading.start_ns);
         }
     }
+    note_capacity();
 }
 
 std::optional<SmapsRollup> Watcher::refresh_child(pid_t pid) {
@@ -158,12 +265,16 @@ std::optional<SmapsRollup> Watcher::refresh_child(pid_t pid) {
         return std::nullopt;
     }
     ChildRecord& record = it->second;
+    const auto stat = proc_.stat(pid);
+    if (!stat || stat->start_ticks != record.start_ticks) {
+        return std::nullopt;  // gone, or the pid is another process's
+    }
     auto smaps = proc_.smaps_rollup(pid);
     if (!smaps) {
         return std::nullopt;
     }
     record.smaps_last = smaps;
-    if (auto reading = observer_.read_child(pid)) {
+    if (auto reading = observer_.read_child(pid); reading && reading->start_ns == record.start_ns) {
         record.latest = *reading;
     }
     record.account = account(record.latest);
@@ -175,6 +286,7 @@ std::optional<SmapsRollup> Watcher::refresh_child(pid_t pid) {
 
 void Watcher::prune_exited() {
     std::erase_if(children_, [](const auto& entry) { return entry.second.exited; });
+    displaced_.clear();
 }
 
 void Watcher::refresh_ground_truth() {

@@ -15,13 +15,21 @@
 /* Capacity of the maps; the loader may raise it before load. */
 #define KR_MAX_MANAGERS 64
 #define KR_MAX_CHILDREN 16384
+/*
+ * Capacity of the `exits` map: exited children whose pid a new process took before the
+ * loader read their exit. A pid comes back only after the kernel has handed out the other
+ * free pids (pid_max is 32768 at the least), so between two reads of the loader (about a
+ * second) only a fork storm reuses many: 4096 pending exits is far more than that.
+ */
+#define KR_MAX_EXITS 4096
 
 /*
  * The hot-path pre-filter: the global array tracked_buckets[KR_TRACKED_BUCKETS] (in the
  * program's .bss) counts the tracked tgids that hash to each bucket (tgid & mask). A
  * fault of a process whose bucket is zero costs one array load, no hash lookup. The fork
- * hook and the loader increment a bucket when they add a child, the loader decrements it
- * when it forgets one; a stale non-zero bucket only costs a lookup.
+ * hook and the loader increment a bucket when they add a child; the loader decrements it
+ * when it forgets one, and the fork hook when a process that is not tracked reuses a
+ * tracked child's pid (its entry goes); a stale non-zero bucket only costs a lookup.
  */
 #define KR_TRACKED_BUCKETS 16384
 
@@ -29,8 +37,11 @@
  * Fast counters: a tracked child may own the slot (tgid & (KR_FAULT_SLOTS - 1)) of the
  * per-CPU array `slot_faults`; the global array slot_owner[KR_FAULT_SLOTS] (in .bss)
  * holds the owning tgid, 0 when free. An array slot costs the hot path no hash lookup.
- * Only the loader claims a slot (zeroing its counters first) and releases it; a child
- * without one counts in the `faults` hash. The loader adds both up.
+ * Only the loader claims a slot (zeroing its counters first); the loader releases it, and
+ * so does the fork hook when a new process reuses the owner's tgid (the new child starts
+ * in its fresh hash entry, and the old one's slot counters stay for the loader to read
+ * until it claims the slot again). A child without a slot counts in the `faults` hash.
+ * The loader adds both up.
  */
 #define KR_FAULT_SLOTS 2048
 
@@ -63,6 +74,18 @@ struct kr_manager {
  * Value of the `children` map, keyed by the child's tgid (__u32): one entry per
  * tracked child. Written by the fork, exit and rss hooks; read and deleted by the
  * loader (an exited child stays until the loader has read it).
+ *
+ * A pid can be reused before the loader has read an exit. An exited child's last reading
+ * is never overwritten before the loader has read it: the fork hook that sees a new
+ * process (any process) with a tgid that `children` holds moves the old entry into the
+ * `exits` map, keyed by tgid and start time, before it writes the new child (if the new
+ * process is a manager's child) or deletes the entry (if not). The old child's memory and
+ * exit time survive. Its fault counters survive where it owned its fast slot (the fork
+ * hook only releases the slot; the loader kept the rest when it claimed the slot); the
+ * per-CPU `faults` hash entry cannot be read from another CPU on older kernels, so the
+ * faults a child counted there since the loader last read it are lost with the entry.
+ * The loader deletes an entry only when its start time is the one it read (see
+ * start_boottime_ns), so it never forgets a newer child with the same pid.
  */
 struct kr_child {
 	__u32 manager_tgid;	       /* the parent it was forked from */
@@ -73,6 +96,35 @@ struct kr_child {
 	__u64 anon_start_bytes; /* mem_bytes[KR_MEM_ANON] when tracking began (fork or registration)
 				 */
 	__u64 swap_start_bytes; /* mem_bytes[KR_MEM_SWAP] when tracking began */
+	/*
+	 * The child's identity against pid reuse: task->start_boottime (ns since boot,
+	 * CLOCK_BOOTTIME), read by the fork hook. /proc/PID/stat field 22 is the same time in
+	 * clock ticks (ns / (1e9 / USER_HZ)); for a child it registers, the loader fills it in
+	 * from those ticks (then it is a whole number of ticks).
+	 */
+	__u64 start_boottime_ns;
+};
+
+/*
+ * Key of the `exits` map (value: struct kr_child, flagged KR_CHILD_EXITED): an exited
+ * child moved out of `children` when its pid was reused. The start time keeps two
+ * exits of one pid apart. The loader deletes an entry once it has read it.
+ */
+struct kr_exit_key {
+	__u32 tgid;
+	__u32 pad; /* zero */
+	__u64 start_boottime_ns;
+};
+
+/*
+ * Indexes of the program's .bss array capacity_drops[KR_CAPACITY_MAPS]: what the hooks
+ * could not record because a map was full, counted per map.
+ */
+enum kr_capacity_map {
+	KR_CAPACITY_CHILDREN = 0, /* forked children not tracked: `children` full */
+	KR_CAPACITY_FAULTS = 1,	  /* tracked children without fault counters: `faults` full */
+	KR_CAPACITY_EXITS = 2,	  /* exits of reused pids lost: `exits` full */
+	KR_CAPACITY_MAPS = 3,
 };
 
 /*
@@ -148,7 +200,11 @@ enum kr_site_kind {
 #define KR_SITE_DATA_SHIFT 16 /* data addresses are bucketed by 64 KiB */
 #define KR_MAX_SITES 32768
 
-/* Key of the LRU `cow_sites` map; the value is a __u64 count of sampled faults. */
+/*
+ * Key of the LRU `cow_sites` map; the value is a __u64 count of sampled faults. The hooks
+ * count the sites they insert (cow_site_inserts in .bss): the loader takes what is
+ * missing of them as evicted (nothing else deletes a site).
+ */
 struct kr_site_key {
 	__u32 tgid;    /* the child */
 	__u32 kind;    /* enum kr_site_kind */

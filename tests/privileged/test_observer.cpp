@@ -268,7 +268,9 @@ TEST(Observer, ExitedChildIsMarkedAndKeepsWhatItHad) {
     ASSERT_TRUE(idle.has_value());
     EXPECT_FALSE(idle->exited());
 
-    observer.forget_child(leak);
+    EXPECT_FALSE(observer.forget_child(leak, reading->start_ns + 1)) << "another start time";
+    EXPECT_TRUE(observer.read_child(leak).has_value());
+    EXPECT_TRUE(observer.forget_child(leak, reading->start_ns));
     EXPECT_FALSE(observer.read_child(leak).has_value());
 }
 
@@ -343,8 +345,11 @@ TEST(Observer, PrefilterBucketsFollowTrackedChildren) {
     }
     EXPECT_EQ(observer.tracked_bucket_count(fixture.manager()), 0u);
     for (const auto& [name, pid] : fixture.children()) {
-        observer.forget_child(pid);
-        observer.forget_child(pid);  // twice: the second finds nothing to release
+        const auto reading = observer.read_child(pid);
+        ASSERT_TRUE(reading.has_value()) << name;
+        EXPECT_TRUE(observer.forget_child(pid, reading->start_ns)) << name;
+        // twice: the second finds nothing to release
+        EXPECT_FALSE(observer.forget_child(pid, reading->start_ns)) << name;
         EXPECT_EQ(observer.tracked_bucket_count(pid), 0u) << name;
     }
 }
@@ -359,7 +364,7 @@ TEST(Observer, SlotAndHashCountersAddUp) {
     // Another tracked tgid holds the slot of "taken": it must count in the hash instead.
     const pid_t taken = fixture.child("taken");
     EXPECT_FALSE(observer.claim_slot(taken + KR_FAULT_SLOTS)) << "only tracked children";
-    ASSERT_TRUE(observer.add_child(taken + KR_FAULT_SLOTS, 1, {}));
+    ASSERT_EQ(observer.add_child(taken + KR_FAULT_SLOTS, 1, {}), ChildAdded::added);
     track_manager(observer, ProcFs(), fixture.manager());
     EXPECT_FALSE(observer.claim_slot(taken));
     fixture.send("go");
@@ -375,7 +380,7 @@ TEST(Observer, SlotAndHashCountersAddUp) {
         ASSERT_TRUE(reading.has_value()) << name;
         expect_near_truth(name + " cow", cow_bytes(*reading), truth);
     }
-    observer.forget_child(taken + KR_FAULT_SLOTS);
+    EXPECT_TRUE(observer.forget_child(taken + KR_FAULT_SLOTS, 0));
 }
 
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {
