@@ -1,5 +1,7 @@
-// Termination signals as events: while a SignalGate lives, SIGINT, SIGTERM and SIGHUP
-// are blocked and collected by wait_for(), so loops stop cleanly between steps.
+// Signal state: the reset of what kidreaper inherits, and termination signals as events
+// (SignalGate): while a gate lives, SIGINT, SIGTERM and SIGHUP are blocked and collected
+// through a signalfd, so loops stop cleanly between steps and a wait on other descriptors
+// (a hook's output) can watch for them too.
 #pragma once
 
 #include <signal.h>
@@ -8,21 +10,38 @@
 
 namespace kidreaper {
 
+// Sets every catchable signal's disposition to SIG_DFL and empties the signal mask. A
+// parent may hand kidreaper SIGCHLD ignored (then the kernel reaps hooks itself and
+// waitpid cannot tell a veto from success) or SIGTERM blocked (then nothing stops us).
+// Call first thing in main().
+void reset_inherited_signals();
+
 class SignalGate {
 public:
-    SignalGate();
+    SignalGate();  // throws Error when the signalfd cannot be made
     ~SignalGate();
     SignalGate(const SignalGate&) = delete;
     SignalGate& operator=(const SignalGate&) = delete;
 
     // Sleeps up to `timeout`; returns the termination signal that arrived, or 0.
     int wait_for(std::chrono::milliseconds timeout);
+    // A descriptor that polls readable while a termination signal is pending: poll it with
+    // others, then call collect().
+    int fd() const { return fd_; }
+    // Takes the pending termination signal without waiting: returns it, or 0.
+    int collect();
     // The first termination signal received so far, or 0.
     int received() const { return received_; }
+    // collect(), then whether a termination signal was ever received: "stop now".
+    bool stop_requested() {
+        collect();
+        return received_ != 0;
+    }
 
 private:
     sigset_t blocked_{};
     sigset_t previous_{};
+    int fd_ = -1;
     int received_ = 0;
 };
 
