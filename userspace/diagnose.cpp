@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "error.h"
 #include "kernel_features.h"
@@ -17,6 +18,7 @@
 #include "signals.h"
 #include "units.h"
 #include "watcher.h"
+#include "worker_roles.h"
 #include "workload.h"
 
 namespace kidreaper {
@@ -141,6 +143,19 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     Observer observer({.cow = features.cow_source(), .record_cow_sites = true}, log);
     SignalGate signals;
     Watcher watcher(observer, proc, manager);
+    const ProcessFacts facts(proc.root());
+    WorkerRoles roles(options.workers ? *options.workers : parse_worker_rule("exe,listener"), facts,
+                      manager);
+    std::map<pid_t, RoleJudgement> judged;
+    const auto judge_roles = [&] {
+        const auto now = WorkerRoles::Clock::now();
+        for (const auto& [pid, record] : watcher.children()) {
+            if (!record.exited) {
+                judged[pid] = roles.role(pid, record.start_ticks, now);
+            }
+        }
+    };
+    judge_roles();
     Progress progress;
     const double total = static_cast<double>(options.duration.count()) / 1000.0;
     bool manager_gone = false;
@@ -151,6 +166,7 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
             break;
         }
         watcher.poll();
+        judge_roles();
         progress.show(watcher.elapsed_seconds(), total, watcher.children().size());
         if (!watcher.manager_alive()) {
             manager_gone = true;
@@ -175,12 +191,18 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
         summary.comm = stat->comm;
     }
     summary.smaps = proc.smaps_rollup(manager);
-    Diagnosis diagnosis = diagnose_children(watcher.children(), summary, options.limit);
+    Diagnosis diagnosis = diagnose_children(watcher.children(), summary, options.limit, {}, judged,
+                                            watcher.displaced());
     diagnosis.window_seconds = watcher.elapsed_seconds();
     diagnosis.interval_seconds = static_cast<double>(options.interval.count()) / 1000.0;
     diagnosis.mode = cow_source_name(observer.cow_source());
     attribute_children_cow(diagnosis, observer.read_cow_sites(), observer.cow_sample_period(),
                            proc);
+    // Full kernel maps: warned about on stderr as they were seen, and kept in the JSON.
+    diagnosis.capacity_notices = watcher.take_capacity_notices();
+    for (auto& notice : observer.take_capacity_notices()) {  // cow_sites, read just now
+        diagnosis.capacity_notices.push_back(std::move(notice));
+    }
     if (options.format == OutputFormat::json) {
         std::puts(to_json(diagnosis).dump(2).c_str());
     } else {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "log.h"
+#include "worker_rule.h"
 
 namespace kidreaper {
 
@@ -22,6 +23,8 @@ struct DiagnoseOptions {
     OutputFormat format = OutputFormat::table;
     std::optional<std::uint64_t> limit;
     bool demo = false;  // start the built-in workload and diagnose it
+    // Which children are workers (--workers); default "exe,listener".
+    std::optional<WorkerRule> workers;
 };
 
 // Runs the diagnosis; prints the table or JSON on stdout. Returns the exit code.

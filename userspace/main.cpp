@@ -14,6 +14,7 @@
 #include "procfs.h"
 #include "reaper.h"
 #include "server_presets.h"
+#include "signals.h"
 #include "units.h"
 
 namespace kidreaper {
@@ -44,6 +45,7 @@ struct DiagnoseArgs {
     std::string interval = "1s";
     std::string format = "table";
     std::string limit;
+    std::string workers;
     bool demo = false;
 };
 
@@ -76,6 +78,9 @@ DiagnoseOptions to_options(const DiagnoseArgs& args) {
     if (!args.limit.empty()) {
         options.limit = parse_size(args.limit);
     }
+    if (!args.workers.empty()) {
+        options.workers = parse_worker_rule(args.workers);
+    }
     return options;
 }
 
@@ -86,6 +91,7 @@ struct ReapArgs {
     std::string limit;
     std::string metric = "private";
     std::string server;
+    std::string workers;
     std::string signal;
     std::string stagger = "10s";
     unsigned max_concurrent = 1;
@@ -122,6 +128,9 @@ ReapOptions to_options(const ReapArgs& args) {
     options.metric = parse_metric(args.metric);
     if (!args.server.empty()) {
         options.server = find_server_preset(args.server);
+    }
+    if (!args.workers.empty()) {
+        options.workers = parse_worker_rule(args.workers);
     }
     options.policy.signals = options.server.signals;
     if (!args.signal.empty()) {
@@ -179,6 +188,9 @@ int run(int argc, char** argv) {
     diagnose->add_option("--format", diagnose_args.format, "table or json (default table)");
     diagnose->add_option("--limit", diagnose_args.limit,
                          "A private-memory limit to project leaks against: 50MiB, 1G, bytes");
+    diagnose->add_option("--workers", diagnose_args.workers,
+                         "Which children are workers: exe, listener, comm=GLOB, cmdline=GLOB "
+                         "(all must hold) or any (default exe,listener; see docs/reap.md)");
     diagnose->add_flag("--demo", diagnose_args.demo,
                        "Start a built-in workload (cow, leak, idle children) and diagnose it");
 
@@ -194,6 +206,9 @@ int run(int argc, char** argv) {
     reap->add_option("--server", reap_args.server,
                      "fcgi, httpd-prefork, gunicorn, uwsgi, php-fpm, unicorn, puma or starman: "
                      "its graceful signal, escalation and idle syscalls");
+    reap->add_option("--workers", reap_args.workers,
+                     "Which children are workers: exe, listener, comm=GLOB, cmdline=GLOB (all "
+                     "must hold) or any; default: the server's (exe,listener; generic: exe)");
     reap->add_option("--signal", reap_args.signal, "Override the graceful signal (e.g. HUP)");
     reap->add_option("--stagger", reap_args.stagger, "At least this between signals (10s)");
     reap->add_option("--max-concurrent", reap_args.max_concurrent,
@@ -260,6 +275,9 @@ int run(int argc, char** argv) {
 }  // namespace kidreaper
 
 int main(int argc, char** argv) {
+    // Before anything else: an ignored SIGCHLD or a blocked SIGTERM from our parent would
+    // turn hook vetoes into approvals and make us unstoppable (signals.h).
+    kidreaper::reset_inherited_signals();
     try {
         return kidreaper::run(argc, argv);
     } catch (const kidreaper::Error& e) {

@@ -1,24 +1,25 @@
 #include "reaper.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 
 #include "error.h"
+#include "hooks.h"
 #include "kernel_features.h"
 #include "observer.h"
+#include "pidfile_trust.h"
 #include "procfs.h"
 #include "signaller.h"
 #include "signals.h"
 #include "units.h"
-
-extern char** environ;
+#include "worker_roles.h"
 
 namespace kidreaper {
 
@@ -106,49 +107,6 @@ using Fields = EventLog::Fields;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-// Runs `command` with /bin/sh and `env` added to the environment; the exit status,
-// or -1 when it could not run or ran past `timeout` (then it is killed).
-int run_hook(const std::string& command, const std::vector<std::string>& env, milliseconds timeout,
-             SignalGate& gate) {
-    std::vector<std::string> environment = env;
-    for (char** entry = environ; *entry != nullptr; ++entry) {
-        environment.emplace_back(*entry);
-    }
-    std::vector<char*> envp;
-    envp.reserve(environment.size() + 1);
-    for (auto& entry : environment) {
-        envp.push_back(entry.data());
-    }
-    envp.push_back(nullptr);
-    std::string shell = "/bin/sh";
-    std::string flag = "-c";
-    std::string script = command;
-    char* argv[] = {shell.data(), flag.data(), script.data(), nullptr};
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attributes, &none);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-    pid_t hook = 0;
-    const int error = posix_spawn(&hook, shell.c_str(), nullptr, &attributes, argv, envp.data());
-    posix_spawnattr_destroy(&attributes);
-    if (error != 0) {
-        return -1;
-    }
-    const auto deadline = Clock::now() + timeout;
-    int status = 0;
-    while (waitpid(hook, &status, WNOHANG) == 0) {
-        if (Clock::now() >= deadline) {
-            kill(hook, SIGKILL);
-            waitpid(hook, &status, 0);
-            return -1;
-        }
-        gate.wait_for(milliseconds(20));
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 class Reaper {
 public:
     Reaper(const ReapOptions& options, Observer& observer, const ProcFs& proc, Signaller& signaller,
@@ -159,12 +117,17 @@ public:
           signaller_(signaller),
           events_(events),
           gate_(gate),
-          policy_(options.policy) {}
+          policy_(options.policy),
+          facts_(proc.root()),
+          rule_(options.workers ? *options.workers : parse_worker_rule(options.server.workers)) {}
 
     int run() {
-        if (const auto manager = current_manager()) {
+        if (const auto manager = acceptable_manager()) {
             attach(*manager);
         } else if (!options_.wait_for_manager) {
+            if (!last_refusal_.empty()) {
+                throw Error("refusing to watch the process the pidfile names: " + last_refusal_);
+            }
             throw Error("no manager process to watch (is the server running?)");
         }
         events_.emit("start", {{"manager", manager_},
@@ -173,6 +136,7 @@ public:
                                {"server", options_.server.name},
                                {"signal", signal_name(options_.policy.signals.front())},
                                {"dry_run", options_.policy.dry_run},
+                               {"workers", rule_.text},
                                {"mode", cow_source_name(observer_.cow_source())}});
         int ticks = 0;
         while (true) {
@@ -188,7 +152,7 @@ public:
             }
             const PolicyActions actions = tick();
             ++ticks;
-            if (gate_.received() != 0) {
+            if (gate_.stop_requested()) {
                 events_.emit("stop", {{"reason", "signal " + signal_name(gate_.received())}});
                 return 0;
             }
@@ -227,9 +191,51 @@ private:
         return manager;
     }
 
+    // The manager current_manager() names, when kidreaper may watch it: a pidfile must be
+    // trusted for that process, and a new manager must match the pinned identity or be a
+    // child of the old one (pidfile_trust.h). A refusal is an event, reported once per pid
+    // and reason; nothing is signalled.
+    std::optional<pid_t> acceptable_manager() {
+        const auto manager = current_manager();
+        if (!manager || !options_.pidfile) {
+            return manager;
+        }
+        const auto stat = proc_.stat(*manager);
+        const pid_t ppid = stat ? stat->ppid : 0;
+        const PidfileTrust trust = assess_pidfile(*options_.pidfile, SystemPathInspector());
+        const CandidateFacts candidate = read_candidate(*manager, ppid, facts_);
+        std::optional<std::string> refusal;
+        if (identity_pinned_ && !pinned_) {
+            refusal = "the identity of the manager kidreaper started with could not be read";
+        } else {
+            refusal = refuse_manager(trust, candidate, pinned_, manager_);
+        }
+        if (!refusal) {
+            return manager;
+        }
+        if (*refusal != last_refusal_ || *manager != last_refused_pid_) {
+            events_.emit("manager-refused", {{"pid", *manager},
+                                             {"pidfile", *options_.pidfile},
+                                             {"manager", manager_},
+                                             {"reason", *refusal}});
+            last_refusal_ = *refusal;
+            last_refused_pid_ = *manager;
+        }
+        return std::nullopt;
+    }
+
     void attach(pid_t manager) {
         watcher_.reset();
+        roles_.reset();
+        if (!identity_pinned_) {
+            const auto stat = proc_.stat(manager);
+            pinned_ = pin_identity(read_candidate(manager, stat ? stat->ppid : 0, facts_));
+            identity_pinned_ = true;
+        }
         manager_ = manager;
+        roles_ = std::make_unique<WorkerRoles>(rule_, facts_, manager_);
+        helpers_reported_.clear();
+        listener_warned_ = false;
         watch_start_ = Clock::now();
         watcher_ = std::make_unique<Watcher>(observer_, proc_, manager_, kSamplesKept);
         waiting_reported_ = false;
@@ -240,7 +246,7 @@ private:
         const pid_t old = manager_;
         if (watcher_ && watcher_->manager_alive()) {
             if (options_.pidfile) {
-                if (const auto listed = current_manager(); listed && *listed != old) {
+                if (const auto listed = acceptable_manager(); listed && *listed != old) {
                     attach(*listed);
                     events_.emit("manager-restarted", {{"old", old}, {"manager", manager_}});
                 }
@@ -249,7 +255,7 @@ private:
         }
         watcher_.reset();
         if (options_.pidfile) {
-            if (const auto listed = current_manager(); listed && *listed != old) {
+            if (const auto listed = acceptable_manager(); listed && *listed != old) {
                 attach(*listed);
                 events_.emit(old != 0 ? "manager-restarted" : "manager-found",
                              {{"old", old}, {"manager", manager_}});
@@ -269,11 +275,21 @@ private:
 
     PolicyActions tick() {
         watcher_->poll();
+        // A full kernel map: once per map (the observer also logged a warning).
+        for (const auto& notice : watcher_->take_capacity_notices()) {
+            events_.emit("capacity", capacity_event_fields(notice));
+        }
         refresh_oldest_truth();
         std::vector<ChildView> views;
+        std::map<pid_t, std::uint64_t> alive;
+        const TimePoint judged_at = Clock::now();
         for (const auto& [pid, record] : watcher_->children()) {
             if (record.exited) {
                 continue;
+            }
+            alive.emplace(pid, record.start_ticks);
+            if (!is_worker(record, judged_at)) {
+                continue;  // a helper: never a candidate, never counted
             }
             ChildView view;
             view.pid = pid;
@@ -286,6 +302,9 @@ private:
             views.push_back(view);
         }
         watcher_->prune_exited();
+        roles_->keep_only(alive);
+        std::erase_if(helpers_reported_,
+                      [&](const auto& helper) { return !alive.contains(helper.first); });
         const TimePoint now = Clock::now();
         PolicyActions actions = policy_.tick(now, views);
         for (const auto& notice : actions.notices) {
@@ -295,6 +314,9 @@ private:
             }
         }
         for (const auto& escalation : actions.escalate) {
+            if (gate_.stop_requested()) {
+                return actions;  // stop wins: no further signal
+            }
             const auto outcome = signaller_.send({escalation.pid, escalation.start_ticks, manager_},
                                                  escalation.signal);
             events_.emit("escalate", {{"pid", escalation.pid},
@@ -303,9 +325,32 @@ private:
                                       {"reason", escalation.reason}});
         }
         for (const auto& action : actions.recycle) {
+            if (gate_.stop_requested()) {
+                return actions;
+            }
             recycle(action, views.size());
         }
         return actions;
+    }
+
+    // Whether a live child is a worker; a helper is reported once (event "helper").
+    bool is_worker(const ChildRecord& record, TimePoint now) {
+        const RoleJudgement& role = roles_->role(record.pid, record.start_ticks, now);
+        if (roles_->listener_skipped() && !listener_warned_) {
+            events_.emit("workers", {{"rule", rule_.text},
+                                     {"detail",
+                                      "the manager holds no listening socket: the listener "
+                                      "condition is left out"}});
+            listener_warned_ = true;
+        }
+        if (role.worker) {
+            return true;
+        }
+        if (helpers_reported_.emplace(record.pid, record.start_ticks).second) {
+            events_.emit("helper",
+                         {{"pid", record.pid}, {"comm", record.comm}, {"reason", role.reason}});
+        }
+        return false;
     }
 
     // Ground truth for one child per tick whose last reading is oldest, when it is older
@@ -343,13 +388,29 @@ private:
         return env;
     }
 
+    // A hook's outcome; its output goes to stderr, prefixed (stdout is the event stream).
+    HookResult run_hook(const std::string& label, const std::string& command,
+                        std::vector<std::string> env) {
+        HookRequest request;
+        request.label = label;
+        request.command = command;
+        request.env = std::move(env);
+        request.timeout = options_.hook_timeout;
+        return kidreaper::run_hook(request, gate_, STDERR_FILENO);
+    }
+
     void run_post_hook(pid_t pid) {
-        if (options_.post_hook.empty()) {
+        if (options_.post_hook.empty() || gate_.stop_requested()) {
             return;
         }
-        const int status = run_hook(options_.post_hook, hook_env("post", pid, nullptr),
-                                    options_.hook_timeout, gate_);
-        events_.emit("post-hook", {{"pid", pid}, {"status", status}});
+        const HookResult result =
+            run_hook("post-hook", options_.post_hook, hook_env("post", pid, nullptr));
+        Fields fields = {{"pid", pid}, {"outcome", hook_outcome_name(result.outcome)}};
+        if (result.outcome == HookOutcome::exited) {
+            fields.emplace_back("status", result.status);
+        }
+        fields.emplace_back("detail", describe(result));
+        events_.emit("post-hook", fields);
     }
 
     // Logs why a proposed child was not signalled; the policy leaves it alone for a while
@@ -408,15 +469,18 @@ private:
         }
         const ChildRecord& record = found->second;
         if (!options_.pre_hook.empty()) {
-            const int status = run_hook(options_.pre_hook, hook_env("pre", action.pid, &action),
-                                        options_.hook_timeout, gate_);
-            if (status != 0) {
-                skip(action, "pre-hook vetoed it (status " + std::to_string(status) + ")");
+            const HookResult verdict =
+                run_hook("pre-hook", options_.pre_hook, hook_env("pre", action.pid, &action));
+            if (verdict.outcome == HookOutcome::stopped || gate_.stop_requested()) {
+                return;  // stop wins: run() logs "stop"
+            }
+            if (!approves(verdict)) {
+                skip(action, "pre-hook vetoed it (" + describe(verdict) + ")");
                 return;
             }
         }
         const std::string idle = wait_until_idle(action.pid);
-        if (idle.empty()) {
+        if (idle.empty() || gate_.stop_requested()) {
             return;  // stopping
         }
         if (idle == "gone") {
@@ -453,6 +517,17 @@ private:
             {"signal", signal_name(action.signal)},
             {"idle", idle},
         };
+        // Looked at again right before the signal: a child that exec'd another program
+        // since it was judged (a piped logger) is a helper.
+        if (const RoleJudgement role =
+                roles_->judge_now(action.pid, action.start_ticks, Clock::now());
+            !role.worker) {
+            skip(action, "not a worker: " + role.reason, std::chrono::hours(24));
+            return;
+        }
+        if (gate_.stop_requested()) {
+            return;  // stop wins, right up to the signal
+        }
         if (options_.policy.dry_run) {
             fields.emplace_back("dry_run", true);
             events_.emit("recycle", fields);
@@ -494,6 +569,16 @@ private:
     pid_t manager_ = 0;
     TimePoint watch_start_{};
     bool waiting_reported_ = false;
+    ProcessFacts facts_;
+    WorkerRule rule_;
+    std::unique_ptr<WorkerRoles> roles_;
+    std::set<std::pair<pid_t, std::uint64_t>> helpers_reported_;
+    bool listener_warned_ = false;
+    // The manager kidreaper started with (pidfile_trust.h); pinned at the first attach.
+    std::optional<ManagerIdentity> pinned_;
+    bool identity_pinned_ = false;
+    std::string last_refusal_;
+    pid_t last_refused_pid_ = 0;
 };
 
 }  // namespace

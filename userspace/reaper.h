@@ -15,6 +15,7 @@
 #include "reap_policy.h"
 #include "server_presets.h"
 #include "watcher.h"
+#include "worker_rule.h"
 
 namespace kidreaper {
 
@@ -43,6 +44,9 @@ struct ReapOptions {
     std::optional<std::string> pidfile;
     Metric metric = Metric::private_memory;
     ServerPreset server = default_preset();
+    // Which children are workers (--workers; else the server preset's rule): only they
+    // are signalled, counted for --min-children and taken for replacements.
+    std::optional<WorkerRule> workers;
     ReapConfig policy;  // limit, signals (from the server unless --signal), stagger, ...
     std::chrono::milliseconds interval{std::chrono::seconds(1)};
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(10)};

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <utility>
 
 #include "units.h"
 
@@ -133,6 +134,9 @@ std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children) {
     std::uint64_t highest_private = 0;
     bool any_normal = false;
     for (const auto& child : children) {
+        if (child.helper) {
+            continue;  // never recycled: no part of the limit
+        }
         highest_private = std::max(highest_private, child.private_bytes);
         const Verdict verdict = child.classification.verdict;
         if (verdict == Verdict::leak || verdict == Verdict::mixed) {
@@ -149,15 +153,32 @@ std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children) {
 
 Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
                             const ManagerSummary& manager, std::optional<std::uint64_t> limit,
-                            const ClassifierConfig& config) {
+                            const ClassifierConfig& config,
+                            const std::map<pid_t, RoleJudgement>& roles,
+                            const std::vector<ChildRecord>& displaced) {
     Diagnosis diagnosis;
     diagnosis.manager = manager;
+    std::vector<std::pair<pid_t, const ChildRecord*>> all;
+    all.reserve(records.size() + displaced.size());
     for (const auto& [pid, record] : records) {
+        all.emplace_back(pid, &record);
+    }
+    for (const auto& record : displaced) {
+        all.emplace_back(record.pid, &record);
+    }
+    for (const auto& [pid, each] : all) {
+        const ChildRecord& record = *each;
         ChildDiagnosis child;
         child.pid = pid;
         child.comm = record.comm;
         child.exited = record.exited;
+        child.pid_reused = record.pid_reused;
         child.born_in_window = !record.present_at_start;
+        // A displaced child's pid is judged for its newer child: not for it.
+        if (const auto role = roles.find(pid); role != roles.end() && !record.pid_reused) {
+            child.helper = !role->second.worker;
+            child.role_reason = role->second.reason;
+        }
         child.seconds_watched = record.last_seen - record.first_seen;
         child.classification = classify(record.samples.samples(), config);
         child.cow_bytes = child.classification.cow_bytes;
@@ -197,7 +218,7 @@ Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
             child.seconds_to_limit =
                 static_cast<double>(diagnosis.limit_bytes - child.private_bytes) / rate;
         }
-        if (!child.exited && child.private_bytes > diagnosis.limit_bytes) {
+        if (!child.exited && !child.helper && child.private_bytes > diagnosis.limit_bytes) {
             diagnosis.would_recycle.push_back(child.pid);
         }
     }
@@ -227,7 +248,10 @@ std::string render_table(const Diagnosis& d) {
     for (const auto& c : d.children) {
         // The reason is the verdict's evidence: wrapped, never cut.
         const std::string head = "  " + std::to_string(c.pid) + ": ";
-        const auto lines = wrap(c.classification.reason, std::string(head.size(), ' '));
+        const std::string reason =
+            c.helper ? "helper, never recycled (" + c.role_reason + "). " + c.classification.reason
+                     : c.classification.reason;
+        const auto lines = wrap(reason, std::string(head.size(), ' '));
         for (std::size_t i = 0; i < lines.size(); ++i) {
             out << (i == 0 ? head + lines[i].substr(head.size()) : lines[i]) << '\n';
         }
@@ -303,6 +327,14 @@ nlohmann::json to_json(const Diagnosis& d) {
         manager["shared_bytes"] = d.manager.smaps->shared_bytes();
         manager["pss_bytes"] = d.manager.smaps->pss;
     }
+    json warnings = json::array();
+    for (const auto& notice : d.capacity_notices) {
+        warnings.push_back({{"kind", "capacity"},
+                            {"map", notice.map},
+                            {"dropped", notice.dropped},
+                            {"capacity", notice.capacity},
+                            {"message", notice.message}});
+    }
     json children = json::array();
     for (const auto& c : d.children) {
         json child = {
@@ -311,7 +343,10 @@ nlohmann::json to_json(const Diagnosis& d) {
             {"verdict", verdict_name(c.classification.verdict)},
             {"reason", c.classification.reason},
             {"exited", c.exited},
+            {"pid_reused", c.pid_reused},
             {"born_during_window", c.born_in_window},
+            {"role", c.helper ? "helper" : "worker"},
+            {"role_reason", c.role_reason},
             {"seconds_watched", c.seconds_watched},
             {"rss_bytes", c.rss_bytes},
             {"private_bytes", c.private_bytes},
@@ -355,6 +390,7 @@ nlohmann::json to_json(const Diagnosis& d) {
         {"interval_seconds", d.interval_seconds},
         {"mode", d.mode},
         {"children", children},
+        {"warnings", warnings},
         {"summary",
          {{"total_private_bytes", d.total_private_bytes},
           {"recommended_limit_bytes", d.recommended_limit_bytes},

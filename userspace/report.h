@@ -16,6 +16,7 @@
 #include "cow_sites.h"
 #include "procfs.h"
 #include "watcher.h"
+#include "worker_rule.h"
 
 namespace kidreaper {
 
@@ -23,7 +24,10 @@ struct ChildDiagnosis {
     pid_t pid = 0;
     std::string comm;
     bool exited = false;
+    bool pid_reused = false;  // exited, and a newer child has its pid (listed apart)
     bool born_in_window = false;
+    bool helper = false;      // not a worker (worker_rule.h): reap never signals it
+    std::string role_reason;  // why it is a worker or a helper (empty when not judged)
     double seconds_watched = 0;
     Classification classification;
     std::uint64_t rss_bytes = 0;
@@ -62,14 +66,21 @@ struct Diagnosis {
     std::uint64_t recommended_limit_bytes = 0;
     std::uint64_t total_private_bytes = 0;
     std::vector<pid_t> would_recycle;  // over the limit now
+    // Kernel maps that were full during the window (each also warned about on stderr).
+    std::vector<CapacityNotice> capacity_notices;
 };
 
 // Builds the diagnosis; `limit` is --limit when given.
+// `roles`: each judged child's role; a child missing from it counts as a worker. Helpers
+// are left out of the recommended limit and of would_recycle. `displaced`: exited children
+// whose pid a newer child took (Watcher::displaced()), listed after the others.
 Diagnosis diagnose_children(const std::map<pid_t, ChildRecord>& records,
                             const ManagerSummary& manager, std::optional<std::uint64_t> limit,
-                            const ClassifierConfig& config = {});
+                            const ClassifierConfig& config = {},
+                            const std::map<pid_t, RoleJudgement>& roles = {},
+                            const std::vector<ChildRecord>& displaced = {});
 
-// The recommended reap limit on private memory: above the COW plateau of every child that
+// The recommended reap limit on private memory: above the COW plateau of every worker that
 // does not leak (so only leaking children are recycled), rounded up to a MiB.
 std::uint64_t recommend_limit(const std::vector<ChildDiagnosis>& children);
 

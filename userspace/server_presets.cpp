@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdio>
 
 #include "error.h"
 
@@ -90,7 +91,8 @@ const ServerPreset& find_server_preset(std::string_view name) {
 }
 
 ServerPreset default_preset() {
-    return {"generic", {SIGTERM, SIGKILL}, accept_and_poll(), "TERM, then KILL"};
+    // A manager of unknown shape may hold no listening socket: the executable decides.
+    return {"generic", {SIGTERM, SIGKILL}, accept_and_poll(), "TERM, then KILL", "exe"};
 }
 
 int parse_signal(std::string_view text) {
@@ -112,7 +114,22 @@ int parse_signal(std::string_view text) {
         number < NSIG) {
         return number;
     }
-    throw UsageError("invalid signal \"" + std::string(text) +
+    // The text is the user's: escape what would break the one-line message.
+    std::string shown;
+    for (const char c : text.substr(0, 64)) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (byte < 0x20 || byte >= 0x7f || c == '"' || c == '\\') {
+            char escaped[8];
+            std::snprintf(escaped, sizeof escaped, "\\x%02x", static_cast<unsigned>(byte));
+            shown += escaped;
+        } else {
+            shown += c;
+        }
+    }
+    if (text.size() > 64) {
+        shown += "...";
+    }
+    throw UsageError("invalid signal \"" + shown +
                      "\": expected a name such as HUP, TERM, USR1, QUIT or a number");
 }
 

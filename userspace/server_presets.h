@@ -15,6 +15,9 @@ struct ServerPreset {
     std::vector<int> signals;      // graceful first, then each escalation step
     std::set<long> idle_syscalls;  // x86-64 syscall numbers of a child waiting for work
     std::string note;
+    // Which children are workers (worker_rule.h): they run the manager's executable and
+    // hold its listening socket; helpers (piped loggers, attached daemons) do not.
+    std::string workers = "exe,listener";
 };
 
 // The preset for --server NAME; throws UsageError listing the known names.

@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -123,7 +124,81 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
     return result;
 }
 
-FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
+FullCommandResult run_command_with_stderr(const std::vector<std::string>& argv,
+                                          std::chrono::milliseconds timeout,
+                                          const std::vector<int>& ignored_signals) {
+    int out[2];
+    int err[2];
+    if (pipe2(out, O_CLOEXEC) != 0) {
+        throw std::runtime_error("pipe failed");
+    }
+    if (pipe2(err, O_CLOEXEC) != 0) {
+        close(out[0]);
+        close(out[1]);
+        throw std::runtime_error("pipe failed");
+    }
+    const pid_t pid = fork();
+    if (pid < 0) {
+        throw std::runtime_error("fork failed");
+    }
+    if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        for (const int ignored : ignored_signals) {
+            signal(ignored, SIG_IGN);
+        }
+        std::vector<char*> args;
+        for (const auto& arg : argv) {
+            args.push_back(const_cast<char*>(arg.c_str()));
+        }
+        args.push_back(nullptr);
+        execv(args[0], args.data());
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    FullCommandResult result;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    bool killed = false;
+    pollfd streams[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    std::string* collected[2] = {&result.output, &result.errors};
+    while (streams[0].fd >= 0 || streams[1].fd >= 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0 && !killed) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        const int wait_ms = killed ? 1000 : static_cast<int>(std::min<long>(left.count(), 1000));
+        if (poll(streams, 2, wait_ms) <= 0 && killed) {
+            break;  // killed, and a grandchild still holds a stream open
+        }
+        for (int stream = 0; stream < 2; ++stream) {
+            if (streams[stream].fd < 0 || (streams[stream].revents & (POLLIN | POLLHUP)) == 0) {
+                continue;
+            }
+            char chunk[4096];
+            const ssize_t n = read(streams[stream].fd, chunk, sizeof chunk);
+            if (n <= 0) {
+                close(streams[stream].fd);
+                streams[stream].fd = -1;  // poll() skips it from now on
+                continue;
+            }
+            collected[stream]->append(chunk, static_cast<std::size_t>(n));
+        }
+    }
+    for (const auto& stream : streams) {
+        if (stream.fd >= 0) {
+            close(stream.fd);
+        }
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    result.exit_status = (!killed && WIFEXITED(status)) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+FixtureProcess::FixtureProcess(const std::vector<std::string>& args, const FixtureLaunch& launch) {
     int to[2];
     int from[2];
     if (pipe2(to, O_CLOEXEC) != 0 || pipe2(from, O_CLOEXEC) != 0) {
@@ -131,7 +206,8 @@ FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
     }
     // A fixture that was killed must not take the test with it through SIGPIPE.
     signal(SIGPIPE, SIG_IGN);
-    const std::string program = sibling_path("kr-fixture");
+    const std::string program =
+        launch.program.empty() ? sibling_path("kr-fixture") : launch.program;
     process_ = fork();
     if (process_ < 0) {
         throw std::runtime_error("fork failed");
@@ -139,6 +215,10 @@ FixtureProcess::FixtureProcess(const std::vector<std::string>& args) {
     if (process_ == 0) {
         dup2(to[0], STDIN_FILENO);
         dup2(from[1], STDOUT_FILENO);
+        if (launch.run_as && (setgroups(0, nullptr) != 0 || setgid(*launch.run_as) != 0 ||
+                              setuid(*launch.run_as) != 0)) {
+            _exit(126);
+        }
         std::vector<char*> argv;
         argv.push_back(const_cast<char*>(program.c_str()));
         for (const auto& arg : args) {
@@ -270,6 +350,9 @@ void FixtureProcess::wait_ready() {
             }
             if (!line || number == SYS_poll || number == SYS_ppoll) {
                 break;  // waiting (or gone: the test will say)
+            }
+            if (const auto stat = ProcFs().stat(pid); stat && !stat->comm.starts_with("kr-")) {
+                break;  // an exec: child (a helper) runs another program and waits for nothing
             }
             if (std::chrono::steady_clock::now() > deadline) {
                 throw std::runtime_error("fixture child " + name + " never waited for go");

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,10 +55,30 @@ struct CommandResult {
 // Runs `argv` (argv[0] a path), collects stdout, kills it after `timeout`.
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout);
 
+// A finished command with both of its streams apart.
+struct FullCommandResult {
+    int exit_status = -1;  // -1 when killed at the timeout, or killed by a signal
+    std::string output;    // stdout
+    std::string errors;    // stderr
+};
+
+// Like run_command, collecting stderr too. `ignored_signals` are set to SIG_IGN in the
+// command before exec, as a careless parent would hand them down.
+FullCommandResult run_command_with_stderr(const std::vector<std::string>& argv,
+                                          std::chrono::milliseconds timeout,
+                                          const std::vector<int>& ignored_signals = {});
+
+// How to start the fixture: which binary (a copy elsewhere is another executable) and as
+// which user (the uid and gid, dropped before exec).
+struct FixtureLaunch {
+    std::string program;          // default: kr-fixture beside the test binary
+    std::optional<uid_t> run_as;  // default: as the test (root)
+};
+
 // kr-fixture, started with `args`, spoken to over pipes; quit and reaped on destruction.
 class FixtureProcess {
 public:
-    explicit FixtureProcess(const std::vector<std::string>& args);
+    explicit FixtureProcess(const std::vector<std::string>& args, const FixtureLaunch& launch = {});
     ~FixtureProcess();
     FixtureProcess(const FixtureProcess&) = delete;
     FixtureProcess& operator=(const FixtureProcess&) = delete;
