@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -16,11 +17,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <list>
 #include <optional>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "error.h"
+#include "procfs.h"
 #include "units.h"
 
 #ifndef MADV_PAGEOUT
@@ -200,9 +204,10 @@ void write_all(int fd, const std::string& text) {
     }
 }
 
-// Blocks until a command byte arrives; 'x' on end of input. Waits in poll(), as a
-// server's idle worker does, so that kidreaper's idle detection sees it idle.
-char read_command(int fd) {
+// Blocks until a command byte arrives; 'x' on end of input (then *ended is set, when
+// given). Waits in poll(), as a server's idle worker does, so that kidreaper's idle
+// detection sees it idle.
+char read_command(int fd, bool* ended = nullptr) {
     char command = 'x';
     while (true) {
         pollfd ready{fd, POLLIN, 0};
@@ -213,7 +218,17 @@ char read_command(int fd) {
         if (n < 0 && errno == EINTR) {
             continue;
         }
+        if (n != 1 && ended != nullptr) {
+            *ended = true;
+        }
         return n == 1 ? command : 'x';
+    }
+}
+
+// An orphan that outlives its manager: idles in poll() until killed.
+[[noreturn]] void idle_until_killed() {
+    while (true) {
+        poll(nullptr, 0, -1);
     }
 }
 
@@ -498,18 +513,44 @@ Mapping make_region(const ChildScript& script, const std::string& file_dir) {
     }
 }
 
+// Sets every catchable signal to SIG_IGN (the C library's own ones refuse, harmlessly).
+void ignore_every_signal() {
+    for (int signal_number = 1; signal_number < NSIG; ++signal_number) {
+        if (signal_number != SIGKILL && signal_number != SIGSTOP) {
+            signal(signal_number, SIG_IGN);
+        }
+    }
+}
+
 // The child's life after fork: wait for 'g', run the script, report, wait for 'x'.
 [[noreturn]] void child_main(const ChildScript& script, const Mapping& preload,
                              const Mapping& region, int command_fd, int done_fd, bool start_at_once,
-                             int ignored_signal) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+                             int ignored_signal, bool die_with_manager) {
+    if (die_with_manager) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    }
+    if (!script.exec_command.empty()) {
+        execl("/bin/sh", "sh", "-c", script.exec_command.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
     if (ignored_signal != 0) {
         signal(ignored_signal, SIG_IGN);
     }
+    if (script.ignore_all_signals) {
+        ignore_every_signal();
+    }
     const std::string title = ("kr-" + script.name).substr(0, 15);
     prctl(PR_SET_NAME, title.c_str());
-    if (!start_at_once && read_command(command_fd) != 'g') {
+    // End of input: the manager has gone. Its children go too, unless they outlive it.
+    bool manager_gone = false;
+    const auto leave = [&manager_gone, die_with_manager] {
+        if (manager_gone && !die_with_manager) {
+            idle_until_killed();
+        }
         _exit(0);
+    };
+    if (!start_at_once && read_command(command_fd, &manager_gone) != 'g') {
+        leave();
     }
     try {
         const Kept kept = run_script(script, preload, region);
@@ -517,14 +558,30 @@ Mapping make_region(const ChildScript& script, const std::string& file_dir) {
             _exit(0);
         }
         write_all(done_fd, std::to_string(getpid()) + "\n");
-        while (read_command(command_fd) != 'x') {
+        while (read_command(command_fd, &manager_gone) != 'x') {
         }
-        _exit(0);  // here, not after the block: a leak keeps what it leaked until the end
+        leave();  // here, not after the block: a leak keeps what it leaked until the end
     } catch (const std::exception& e) {
         std::fprintf(stderr, "kr-fixture: child %s: %s\n", script.name.c_str(), e.what());
         _exit(1);
     }
     _exit(0);
+}
+
+// A churn child (ChurnSpec): sleeps out its lifetime, idle in poll(), and exits.
+[[noreturn]] void churn_child_main(milliseconds lifetime, bool die_with_manager) {
+    if (die_with_manager) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    }
+    prctl(PR_SET_NAME, "kr-churn");
+    const auto end = std::chrono::steady_clock::now() + lifetime;
+    while (true) {
+        const auto left = std::chrono::ceil<milliseconds>(end - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            _exit(0);
+        }
+        poll(nullptr, 0, static_cast<int>(std::min<std::int64_t>(left.count(), 1000)));
+    }
 }
 
 struct RunningChild {
@@ -563,6 +620,11 @@ public:
         for (auto& child : children_) {
             stop(child);
         }
+        for (const pid_t pid : churn_children_) {
+            kill(pid, SIGKILL);  // churn children take no commands
+            while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        }
         close(done_read_);
         close(done_write_);
     }
@@ -575,6 +637,10 @@ public:
             if (!spec_.children[i].late) {
                 fork_child(spec_.children[i], regions_[i]);
             }
+        }
+        const ChurnSpec& churn = spec_.churn;
+        for (unsigned i = 0; churn.forks_per_second > 0 && i < churn.children; ++i) {
+            fork_churn_child(churn_lifetime() * (i + 1) / churn.children);
         }
     }
 
@@ -627,6 +693,11 @@ public:
         int status = 0;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (churn_children_.erase(pid) != 0) {
+                say("exited " + std::to_string(pid) + " churn");
+                fork_churn_child(churn_lifetime());
+                continue;
+            }
             auto it = std::find_if(children_.begin(), children_.end(),
                                    [pid](const auto& child) { return child.pid == pid; });
             if (it == children_.end()) {
@@ -644,27 +715,67 @@ public:
         }
     }
 
+    // "fork PID SCRIPT": a child running SCRIPT at once, with the pid PID (fork_at_pid).
+    void fork_child_at(const std::string& arguments) {
+        try {
+            const auto space = arguments.find(' ');
+            const pid_t wanted = std::stoi(arguments.substr(0, space));
+            ChildScript script =
+                parse_child_script(space == std::string::npos ? "" : arguments.substr(space + 1));
+            if (script.region_bytes != 0 || !script.exec_command.empty()) {
+                throw UsageError("a forked child cannot have a region or exec");
+            }
+            script.late = true;  // starts at once
+            fork_child(forked_scripts_.emplace_back(std::move(script)), no_region_, wanted);
+        } catch (const std::exception& e) {
+            say("error fork " + arguments + ": " + e.what());
+        }
+    }
+
     void say(const std::string& line) { write_all(out_fd_, line + "\n"); }
     int done_fd() const { return done_read_; }
 
 private:
-    void fork_child(const ChildScript& script, const Mapping& region) {
+    // wanted_pid: fork with that pid (fork_at_pid); 0: any.
+    void fork_child(const ChildScript& script, const Mapping& region, pid_t wanted_pid = 0) {
         int fds[2];
         if (pipe2(fds, O_CLOEXEC) != 0) {
             throw Error(errno_message("pipe", errno));
         }
-        pid_t pid = fork();
+        pid_t pid = wanted_pid > 0 ? fork_at_pid(wanted_pid) : fork();
         if (pid < 0) {
             throw Error(errno_message("fork", errno));
         }
         if (pid == 0) {
             close(fds[1]);
             child_main(script, preload_, region, fds[0], done_write_,
-                       spec_.start_at_once || script.late, spec_.children_ignore);
+                       spec_.start_at_once || script.late, spec_.children_ignore,
+                       !spec_.orphans_survive);
         }
         close(fds[0]);
         children_.push_back({pid, &script, fds[1]});
         say("child " + std::to_string(pid) + " " + script.name);
+    }
+
+    // A churn child's lifetime once the churn runs: children / forks_per_second.
+    milliseconds churn_lifetime() const {
+        return milliseconds(1000) * spec_.churn.children / spec_.churn.forks_per_second;
+    }
+
+    // Forks a churn child that lives `lifetime`; says "child PID churn START".
+    void fork_churn_child(milliseconds lifetime) {
+        const pid_t pid = fork();
+        if (pid < 0) {
+            throw Error(errno_message("fork", errno));
+        }
+        if (pid == 0) {
+            churn_child_main(lifetime, !spec_.orphans_survive);
+        }
+        churn_children_.insert(pid);
+        // Not reaped yet, so its stat is there: the start time is its identity.
+        const auto stat = ProcFs().stat(pid);
+        say("child " + std::to_string(pid) + " churn " +
+            std::to_string(stat ? stat->start_ticks : 0));
     }
 
     static void stop(RunningChild& child) {
@@ -686,6 +797,8 @@ private:
     int done_read_ = -1;
     int done_write_ = -1;
     std::vector<RunningChild> children_;
+    std::set<pid_t> churn_children_;         // live (unreaped) churn children
+    std::list<ChildScript> forked_scripts_;  // scripts of "fork" commands (stable addresses)
     std::string pending_;
 };
 
@@ -712,9 +825,10 @@ std::optional<std::string> read_line(int fd, std::string& buffer) {
 }
 
 constexpr const char* kScriptSyntax =
-    "expected [NAME=][late:]KIND[@DURATION][+WORK], KIND one of idle, cow:SIZE, leak:SIZE, "
-    "mixed:SIZE:SIZE, shared:SIZE[xROUNDS], zero:SIZE, mprotect:SIZE[xROUNDS], file:SIZE, "
-    "thp:SIZE, warmup:SIZE@DURATION, burst:SIZE[@IDLE], swapleak:SIZE";
+    "expected [NAME=][late:][ignore-signals:]KIND[@DURATION][+WORK], KIND one of idle, "
+    "cow:SIZE, leak:SIZE, mixed:SIZE:SIZE, shared:SIZE[xROUNDS], zero:SIZE, "
+    "mprotect:SIZE[xROUNDS], file:SIZE, thp:SIZE, warmup:SIZE@DURATION, burst:SIZE[@IDLE], "
+    "swapleak:SIZE";
 
 // The trap kinds by name, and whether they take "xROUNDS".
 struct KindName {
@@ -762,9 +876,21 @@ ChildScript parse_child_script(std::string_view text) {
             throw fail("empty name");
         }
     }
+    if (text.starts_with("exec:")) {
+        script.exec_command = std::string(text.substr(5));
+        script.name = explicit_name.empty() ? "exec" : explicit_name;
+        if (script.exec_command.empty()) {
+            throw fail("exec: needs a command");
+        }
+        return script;
+    }
     if (text.starts_with("late:")) {
         script.late = true;
         text.remove_prefix(5);
+    }
+    if (constexpr std::string_view ignoring = "ignore-signals:"; text.starts_with(ignoring)) {
+        script.ignore_all_signals = true;
+        text.remove_prefix(ignoring.size());
     }
     if (auto plus = text.find('+'); plus != std::string_view::npos) {
         if (plus + 1 == text.size()) {
@@ -870,6 +996,26 @@ ChildScript parse_child_script(std::string_view text) {
     return script;
 }
 
+ChurnSpec parse_churn(std::string_view text) {
+    const UsageError invalid("invalid churn \"" + std::string(text) +
+                             "\": expected N@RATE, whole numbers above zero (e.g. 1000@50)");
+    const auto whole_number = [&invalid](std::string_view part) {
+        unsigned value = 0;
+        const auto [end, error] = std::from_chars(part.data(), part.data() + part.size(), value);
+        if (part.empty() || error != std::errc() || end != part.data() + part.size() ||
+            value == 0) {
+            throw invalid;
+        }
+        return value;
+    };
+    const auto at = text.find('@');
+    if (at == std::string_view::npos) {
+        throw invalid;
+    }
+    return {.children = whole_number(text.substr(0, at)),
+            .forks_per_second = whole_number(text.substr(at + 1))};
+}
+
 ScriptTruth script_truth(const ChildScript& script, std::uint64_t preload_bytes) {
     ScriptTruth truth;
     truth.busy_cpu = script.work;
@@ -914,6 +1060,68 @@ ScriptTruth script_truth(const ChildScript& script, std::uint64_t preload_bytes)
     return truth;
 }
 
+namespace {
+
+// Closes a file descriptor on scope exit.
+struct FdCloser {
+    explicit FdCloser(int descriptor) : fd(descriptor) {}
+    ~FdCloser() {
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    FdCloser(const FdCloser&) = delete;
+    FdCloser& operator=(const FdCloser&) = delete;
+    int fd;
+};
+
+}  // namespace
+
+pid_t fork_at_pid(pid_t pid) {
+    if (pid <= 1) {
+        throw UsageError("cannot fork with pid " + std::to_string(pid));
+    }
+    const char* const path = "/proc/sys/kernel/ns_last_pid";
+    FdCloser last_pid{open(path, O_RDWR | O_CLOEXEC)};
+    if (last_pid.fd < 0) {
+        throw Error(errno_message(std::string("cannot open ") + path, errno));
+    }
+    while (flock(last_pid.fd, LOCK_EX) != 0) {
+        if (errno != EINTR) {
+            throw Error(errno_message(std::string("cannot lock ") + path, errno));
+        }
+    }
+    constexpr int kAttempts = 200;
+    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+        if (kill(pid, 0) == 0 || errno == EPERM) {
+            std::this_thread::sleep_for(milliseconds(10));  // taken: wait for it to be free
+            continue;
+        }
+        const std::string last = std::to_string(pid - 1);
+        if (pwrite(last_pid.fd, last.data(), last.size(), 0) != static_cast<ssize_t>(last.size())) {
+            throw Error(errno_message(std::string("cannot write ") + path, errno));
+        }
+        const pid_t child = fork();
+        if (child < 0) {
+            throw Error(errno_message("fork", errno));
+        }
+        if (child == 0) {
+            if (getpid() != pid) {
+                _exit(0);  // another fork took the pid first
+            }
+            close(last_pid.fd);  // the lock is the open file's: the parent lets it go
+            last_pid.fd = -1;
+            return 0;
+        }
+        if (child == pid) {
+            return child;
+        }
+        while (waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+    throw Error("pid " + std::to_string(pid) + " stayed taken");
+}
+
 int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd) {
     Manager manager(spec, out_fd);
     manager.say("manager " + std::to_string(getpid()));
@@ -944,6 +1152,8 @@ int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd) {
                 manager.go();
             } else if (line->starts_with("exit ")) {
                 manager.exit_child(line->substr(5));
+            } else if (line->starts_with("fork ")) {
+                manager.fork_child_at(line->substr(5));
             }
         }
     }

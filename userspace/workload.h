@@ -81,24 +81,45 @@ struct ChildScript {
     int rounds = 0;                     // shared, mprotect: rounds of writes
     std::chrono::milliseconds idle{0};  // burst: idles this long after the burst, then "done"
     std::chrono::milliseconds work{0};  // busy CPU spent in all, shared out over the steps
+    // exec:COMMAND: right after fork the child execs /bin/sh -c COMMAND, as a server's
+    // helper does (a piped logger, an attached daemon); it takes no further commands.
+    std::string exec_command{};
+    // "ignore-signals:" before the kind: the child ignores every catchable signal (only
+    // SIGKILL ends it), as a wedged worker does.
+    bool ignore_all_signals = false;
 };
+
+// A churning workload: the manager keeps `children` idle children alive and replaces
+// `forks_per_second` of them each second. Each child sleeps out a scheduled lifetime of
+// children / forks_per_second seconds (the first ones' lifetimes spread evenly up to that)
+// and exits; the manager reaps it and forks a replacement. Churn children take no commands.
+struct ChurnSpec {
+    unsigned children = 0;  // 0: no churn
+    unsigned forks_per_second = 0;
+};
+
+// Parses "N@RATE" (e.g. "1000@50"): both whole numbers above zero. Throws UsageError.
+ChurnSpec parse_churn(std::string_view text);
 
 struct WorkloadSpec {
     std::uint64_t preload_bytes = 64ULL << 20;  // written by the manager before forking
     std::vector<ChildScript> children;
-    bool start_at_once = false;  // children start without waiting for "go"
-    bool respawn = false;        // a child that exits unasked is replaced by an idle one
-    int children_ignore = 0;     // a signal the children ignore (0: none), for escalation tests
-    std::string file_dir;        // where shared: and file: files go (empty: $TMPDIR or /tmp)
+    bool start_at_once = false;    // children start without waiting for "go"
+    bool respawn = false;          // a child that exits unasked is replaced by an idle one
+    int children_ignore = 0;       // a signal the children ignore (0: none), for escalation tests
+    std::string file_dir;          // where shared: and file: files go (empty: $TMPDIR or /tmp)
+    ChurnSpec churn;               // churn children, forked at start besides `children`
+    bool orphans_survive = false;  // children outlive the manager (no PR_SET_PDEATHSIG)
 };
 
-// Parses a child script: [NAME=][late:]KIND[@DURATION][+WORK], KIND one of "idle",
+// Parses a child script: [NAME=][late:][ignore-signals:]KIND[@DURATION][+WORK], KIND one of "idle",
 // "cow:SIZE", "leak:SIZE", "mixed:SIZE:SIZE", "shared:SIZE[xROUNDS]", "zero:SIZE",
 // "mprotect:SIZE[xROUNDS]", "heapzero:SIZE", "file:SIZE", "thp:SIZE", "warmup:SIZE" (DURATION
 // required), "burst:SIZE" (DURATION: the idle after the burst). "@DURATION" spreads the work;
 // "+WORK" (a duration) adds that much busy CPU in all, e.g. "leak:16M@4s+200ms". The name is the
 // kind ("cow", ...), "late-" + kind for a late child, or NAME. The new kinds take sizes
-// above zero. Throws UsageError.
+// above zero. "[NAME=]exec:COMMAND" is a helper (ChildScript::exec_command): the rest of the
+// text is the command, taken as it is. Throws UsageError.
 ChildScript parse_child_script(std::string_view text);
 
 // What a child running `script` does to its memory once done, as a pure function of it.
@@ -119,9 +140,20 @@ ScriptTruth script_truth(const ChildScript& script,
 // Line protocol, manager to driver on `out_fd`:
 //   "manager PID", "child PID NAME" (per fork), "ready", "started", "done PID NAME"
 //   (a child finished its script), "exited PID NAME", "respawned OLD NEW", "bye".
-// Driver to manager on `in_fd`: "go", "exit NAME" (that child exits), "quit".
-// Children die with the manager (PR_SET_PDEATHSIG). Returns the exit status.
+// Driver to manager on `in_fd`: "go", "exit NAME" (that child exits), "quit", and
+// "fork PID SCRIPT": a new child running SCRIPT (no region kinds, no exec:) at once, with
+// the pid PID (fork_at_pid; answered "child PID NAME", or "error fork ...").
+// Churn children (ChurnSpec) are named "churn": each fork is "child PID churn START" (START:
+// its /proc/PID/stat start time, in clock ticks) and each exit "exited PID churn".
+// Children die with the manager (PR_SET_PDEATHSIG) unless orphans_survive. Returns the
+// exit status.
 int run_workload_manager(const WorkloadSpec& spec, int in_fd, int out_fd);
+
+// fork(), but the child gets the pid `pid` (free in this pid namespace): writes pid - 1 to
+// /proc/sys/kernel/ns_last_pid under its flock (needs CAP_SYS_ADMIN or
+// CAP_CHECKPOINT_RESTORE in the pid namespace), retrying while another fork takes it or it
+// is in use. 0 in the child, its pid in the parent. Throws Error when that fails.
+pid_t fork_at_pid(pid_t pid);
 
 // The demo: a manager of 128 MiB whose children unshare 96 MiB over 8 s (cow), leak
 // 5 MiB/s (leak), and idle.

@@ -179,6 +179,33 @@ TEST(ChildScript, ErrorNamesTheScriptAndTheCause) {
     }
 }
 
+TEST(ChildScript, IgnoreSignalsIsAPrefixOfTheKind) {
+    const auto stubborn = parse_child_script("big=late:ignore-signals:leak:24M");
+    EXPECT_TRUE(stubborn.ignore_all_signals);
+    EXPECT_TRUE(stubborn.late);
+    EXPECT_EQ(stubborn.name, "big");
+    EXPECT_EQ(stubborn.leak_bytes, 24 * MiB);
+    EXPECT_EQ(parse_child_script("ignore-signals:idle").name, "idle");
+    EXPECT_FALSE(parse_child_script("leak:24M").ignore_all_signals);
+    EXPECT_THROW(parse_child_script("ignore-signals:"), UsageError);
+    EXPECT_THROW(parse_child_script("ignore-signals:late:idle"), UsageError) << "late: first";
+}
+
+TEST(Churn, ParsesChildrenAtARate) {
+    const ChurnSpec churn = parse_churn("1000@50");
+    EXPECT_EQ(churn.children, 1000u);
+    EXPECT_EQ(churn.forks_per_second, 50u);
+    for (const char* bad : {"", "1000", "@50", "1000@", "0@50", "1000@0", "-1@5", "10@5x", "a@b"}) {
+        EXPECT_THROW(parse_churn(bad), UsageError) << bad;
+    }
+    try {
+        parse_churn("10");
+        FAIL() << "no error";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("\"10\""), std::string::npos) << e.what();
+    }
+}
+
 TEST(WorkloadTruth, PlainKindsUnshareThePreloadAndGrowByTheLeak) {
     const ScriptTruth idle = script_truth(parse_child_script("idle"));
     EXPECT_EQ(idle.cow_bytes, 0u);
