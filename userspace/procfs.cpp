@@ -442,6 +442,32 @@ std::optional<double> ProcFs::uptime_seconds() const {
     return seconds;
 }
 
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors) {
+    const std::string prefix = "pidfile " + printable(path_for_errors) + ": ";
+    if (text.size() > kMaxPidfile) {
+        throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
+                         " bytes, not a pidfile");
+    }
+    const std::string_view content = trim(text);
+    if (content.empty()) {
+        throw UsageError(prefix + "empty, expected a process id");
+    }
+    const PidCheck check = check_pid(content);
+    switch (check.problem) {
+        case PidProblem::none:
+            return check.pid;
+        case PidProblem::malformed:
+            throw UsageError(prefix + "expected one decimal process id, found " + quoted(content));
+        case PidProblem::too_small:
+            throw UsageError(prefix + "process id " + quoted(content) +
+                             " is not valid (must be greater than 1)");
+        case PidProblem::too_large:
+            throw UsageError(prefix + "process id " + quoted(content) +
+                             " is larger than the kernel limit " + std::to_string(kPidMaxLimit));
+    }
+    throw UsageError(prefix + "unreadable");  // unreachable: the switch covers every value
+}
+
 pid_t read_pidfile(const std::filesystem::path& path) {
     const std::string what = "pidfile " + printable(path.string());
     const std::string prefix = what + ": ";
@@ -479,24 +505,7 @@ pid_t read_pidfile(const std::filesystem::path& path) {
         throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
                          " bytes, not a pidfile");
     }
-    const std::string_view content = trim(result.data);
-    if (content.empty()) {
-        throw UsageError(prefix + "empty, expected a process id");
-    }
-    const PidCheck check = check_pid(content);
-    switch (check.problem) {
-        case PidProblem::none:
-            return check.pid;
-        case PidProblem::malformed:
-            throw UsageError(prefix + "expected one decimal process id, found " + quoted(content));
-        case PidProblem::too_small:
-            throw UsageError(prefix + "process id " + quoted(content) +
-                             " is not valid (must be greater than 1)");
-        case PidProblem::too_large:
-            throw UsageError(prefix + "process id " + quoted(content) +
-                             " is larger than the kernel limit " + std::to_string(kPidMaxLimit));
-    }
-    throw UsageError(prefix + "unreadable");  // unreachable: the switch covers every value
+    return parse_pidfile_text(result.data, path.string());
 }
 
 pid_t parse_pid(std::string_view text) {

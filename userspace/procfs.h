@@ -108,6 +108,11 @@ private:
 // at most kPidMaxLimit. Throws UsageError ("pidfile PATH: REASON", one line) otherwise.
 pid_t read_pidfile(const std::filesystem::path& path);
 
+// The pure half of read_pidfile: checks a pidfile's content (at most 64 bytes, one decimal
+// pid with optional ASCII whitespace around it, > 1, <= kPidMaxLimit). `path_for_errors`
+// only names the file in the UsageError it throws otherwise (made printable).
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors);
+
 // Validates a pid given on the command line the same way (only decimal digits, no
 // whitespace or sign, > 1, <= kPidMaxLimit). Throws UsageError otherwise.
 pid_t parse_pid(std::string_view text);

@@ -822,6 +822,33 @@ TEST(ReadPidfile, HostilePathIsEscaped) {
     EXPECT_TRUE(contains(message, "evil\\x0aname\\x1b.pid: does not exist")) << message;
 }
 
+// parse_pidfile_text: the content checks of read_pidfile, without a file.
+TEST(ParsePidfileText, AcceptsWhatReadPidfileAccepts) {
+    EXPECT_EQ(parse_pidfile_text("1234\n", "a.pid"), 1234);
+    EXPECT_EQ(parse_pidfile_text("  4321 \t\r\n\n", "a.pid"), 4321);
+    EXPECT_EQ(parse_pidfile_text(std::string(62, ' ') + "99", "a.pid"), 99);
+    EXPECT_EQ(parse_pidfile_text("4194304", "a.pid"), 4194304);
+}
+
+TEST(ParsePidfileText, RejectsWithTheGivenPath) {
+    EXPECT_EQ(usage_error_message([] { parse_pidfile_text(" \n", "/run/x.pid"); }),
+              "pidfile /run/x.pid: empty, expected a process id");
+    EXPECT_EQ(usage_error_message([] { parse_pidfile_text(std::string(65, '1'), "/run/x.pid"); }),
+              "pidfile /run/x.pid: larger than 64 bytes, not a pidfile");
+    EXPECT_EQ(usage_error_message([] { parse_pidfile_text("12 34\n", "/run/x.pid"); }),
+              "pidfile /run/x.pid: expected one decimal process id, found \"12 34\"");
+    EXPECT_EQ(usage_error_message([] {
+                  parse_pidfile_text(std::string("12\0"
+                                                 "3",
+                                                 4),
+                                     "p");
+              }),
+              "pidfile p: expected one decimal process id, found \"12\\x003\"");
+    const std::string message = usage_error_message([] { parse_pidfile_text("1\n", "bad\npath"); });
+    EXPECT_EQ(message,
+              "pidfile bad\\x0apath: process id \"1\" is not valid (must be greater than 1)");
+}
+
 // ---- parse_pid -------------------------------------------------------------------------
 
 TEST(ParsePid, Accepts) {

@@ -6,9 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include "error.h"
+#include "expect_usage_error.h"
 #include "procfs.h"
 #include "server_presets.h"
 
@@ -130,6 +133,19 @@ TEST(Signals, ParseNamesAndNumbers) {
     for (const char* bad : {"", "FOO", "0", "65", "-1", "HUP2", "1x"}) {
         EXPECT_THROW(parse_signal(bad), UsageError) << bad;
     }
+}
+
+// Found by tests/fuzz/fuzz_signal.cpp: the user's text went into the message as it was.
+TEST(Signals, BadNameGivesAOneLineMessage) {
+    using testing::usage_error_message;
+    EXPECT_EQ(usage_error_message([] { parse_signal("HUP\n"); }),
+              "invalid signal \"HUP\\x0a\": expected a name such as HUP, TERM, USR1, QUIT or a "
+              "number");
+    EXPECT_EQ(usage_error_message([] { parse_signal("a\"b\\c\x1b"); }),
+              "invalid signal \"a\\x22b\\x5cc\\x1b\": expected a name such as HUP, TERM, USR1, "
+              "QUIT or a number");
+    const std::string message = usage_error_message([] { parse_signal(std::string(100, 'X')); });
+    EXPECT_TRUE(testing::contains(message, "\"" + std::string(64, 'X') + "...\"")) << message;
 }
 
 }  // namespace
