@@ -733,7 +733,7 @@ int run_faults(const Args& args) {
                         checks.push_back(check);
                     }
                     if (reading) {
-                        attached.observer->forget_child(result.pid);
+                        attached.observer->forget_child(result.pid, reading->start_ns);
                     }
                 }
             }
@@ -790,7 +790,9 @@ int run_faults(const Args& args) {
                 const StormResult result = storm_manager.storm(first_poll(attached));
                 const auto after = prog_stats();
                 if (attached.observer) {
-                    attached.observer->forget_child(result.pid);
+                    if (const auto reading = attached.observer->read_child(result.pid)) {
+                        attached.observer->forget_child(result.pid, reading->start_ns);
+                    }
                 }
                 if (attached.tracer) {
                     attached.tracer->stop();
