@@ -256,10 +256,13 @@ std::optional<ProcStat> parse_stat(std::string_view text) {
             return std::nullopt;  // truncated
         }
         if (field == kFirstField) {
-            if (token.size() != 1) {
+            // One letter (R, S, D, Z, T, t, X, I, ...); anything else is not the kernel's.
+            const char state = token.front();
+            if (token.size() != 1 ||
+                !((state >= 'A' && state <= 'Z') || (state >= 'a' && state <= 'z'))) {
                 return std::nullopt;
             }
-            stat.state = token.front();
+            stat.state = state;
         } else if (field == kPpidField) {
             const std::optional<pid_t> ppid = parse_number<pid_t>(token);
             if (!ppid || *ppid < 0) {

@@ -22,6 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(stat->comm.size() <= size, "comm is no longer than the input");
     check(stat->pid > 0, "pid > 0");
     check(stat->ppid >= 0, "ppid >= 0");
-    check(stat->state != ' ' && stat->state != '\0', "state is a printed character");
+    check((stat->state >= 'A' && stat->state <= 'Z') || (stat->state >= 'a' && stat->state <= 'z'),
+          "state is one letter");
     return 0;
 }

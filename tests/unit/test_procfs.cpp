@@ -294,6 +294,20 @@ TEST(ParseStat, RejectsMalformed) {
     EXPECT_TRUE(parse_stat(good)) << "control: the untruncated line parses";
 }
 
+// Found by tests/fuzz/fuzz_stat.cpp: a NUL (or any non-letter) byte was taken as the state.
+TEST(ParseStat, StateMustBeALetter) {
+    const std::string rest = " 9 10 10 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55";
+    for (const std::string& state : {std::string(1, '\0'), std::string("\x01"), std::string("?"),
+                                     std::string("5"), std::string("\xff")}) {
+        EXPECT_FALSE(parse_stat("10 (w) " + state + rest)) << static_cast<int>(state[0]);
+    }
+    for (const char state : {'R', 'S', 'D', 'Z', 'T', 't', 'X', 'x', 'I', 'K', 'W', 'P'}) {
+        const auto stat = parse_stat("10 (w) " + std::string(1, state) + rest);
+        ASSERT_TRUE(stat) << state;
+        EXPECT_EQ(stat->state, state);
+    }
+}
+
 // ---- parse_status ----------------------------------------------------------------------
 
 TEST(ParseStatus, Linux6) {
