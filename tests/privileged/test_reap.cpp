@@ -245,7 +245,8 @@ TEST(Reap, WithoutEscalationAStubbornChildIsReportedAndLeftAlone) {
     FixtureProcess& fixture = *fixture_owner;
     auto argv = reap_command(fixture.manager(), {"--grace", "500ms"});
     argv.erase(std::find(argv.begin(), argv.end(), "--once"));
-    const auto result = run_command(argv, std::chrono::seconds(3));
+    // Stopped at the deadline: room for a slow start under emulation (qemu guests).
+    const auto result = run_command(argv, std::chrono::seconds(8));
     const auto expired = events_of(result.output, "grace-expired");
     ASSERT_EQ(expired.size(), 1u) << result.output;
     EXPECT_EQ(expired[0].at("pid"), fixture.child("big1"));

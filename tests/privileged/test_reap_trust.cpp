@@ -73,12 +73,14 @@ bool alive_with_start(pid_t pid, std::uint64_t start_ticks) {
 }
 
 // Waits (up to 20 s) until `pid` has at least `bytes` of private anon memory (its
-// RssAnon): the helper below fills a shell variable.
+// RssAnon) and has started its sleep: the helper below fills a shell variable.
 bool await_anon(pid_t pid, std::uint64_t bytes) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {
+        // Filled once it runs its sleep: the command substitution is over (while it runs,
+        // the shell's buffers come and go).
         const auto status = ProcFs().status(pid);
-        if (status && status->rss_anon >= bytes) {
+        if (status && status->rss_anon >= bytes && !ProcFs().children_of(pid).empty()) {
             return true;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
