@@ -73,17 +73,19 @@ bool alive_with_start(pid_t pid, std::uint64_t start_ticks) {
 }
 
 // Waits (up to 20 s) until `pid` has at least `bytes` of private anon memory (its
-// RssAnon) and has started its sleep: the helper below fills a shell variable.
+// RssAnon), held still: the helper below fills a shell variable.
 bool await_anon(pid_t pid, std::uint64_t bytes) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {
-        // Filled once it runs its sleep: the command substitution is over (while it runs,
-        // the shell's buffers come and go).
-        const auto status = ProcFs().status(pid);
-        if (status && status->rss_anon >= bytes && !ProcFs().children_of(pid).empty()) {
+        // Filled once the value holds still: while the command substitution runs, the
+        // shell's buffers come and go (busybox runs the sleep in-process, so no child
+        // tells it apart).
+        const auto before = ProcFs().status(pid);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const auto after = ProcFs().status(pid);
+        if (before && after && after->rss_anon >= bytes && after->rss_anon == before->rss_anon) {
             return true;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return false;
 }
@@ -173,8 +175,7 @@ TEST(ReapTrust, AtStartAnUntrustedPidfileNamingAnotherUserIsAnError) {
 // The helper: a child that execs a shell holding 32 MiB (over the 12 MiB limit), as a
 // piped logger or an attached daemon would. Its sleep outlives the shell when the fixture
 // goes: HelperSleepReaper kills it first.
-constexpr const char* kHelper =
-    "logger=exec:x=$(head -c 33554432 /dev/zero | tr '\\0' a); sleep 120";
+constexpr const char* kHelper = "logger=exec:x=$(yes aaaaaaaa | head -c 33554432); sleep 120";
 
 // Kills the helper's own children (its sleep) at scope exit, while the helper still lives.
 class HelperSleepReaper {
