@@ -18,32 +18,16 @@
 
 #include "bpf_test_support.h"
 #include "procfs.h"
+#include "reap_events.h"
 
 namespace kidreaper {
 namespace {
 
 using nlohmann::json;
 using testing::FixtureProcess;
+using testing::reap_events;
 using testing::run_command;
 using testing::sibling_path;
-
-std::vector<json> events_of(const std::string& output, const std::string& name) {
-    std::vector<json> events;
-    std::size_t start = 0;
-    while (start < output.size()) {
-        const std::size_t end = output.find('\n', start);
-        const std::string line = output.substr(start, end - start);
-        start = end == std::string::npos ? output.size() : end + 1;
-        if (line.empty()) {
-            continue;
-        }
-        const json event = json::parse(line);  // every line must be JSON
-        if (event.at("event") == name) {
-            events.push_back(event);
-        }
-    }
-    return events;
-}
 
 std::vector<std::string> reap_command(pid_t manager, std::vector<std::string> extra) {
     std::vector<std::string> argv = {sibling_path("../kidreaper"),
@@ -102,7 +86,7 @@ TEST(Reap, RecyclesOversizedChildrenOneAtATimeAndNeverOthers) {
     const auto result = run_command(reap_command(fixture.manager(), {}), std::chrono::seconds(60));
     ASSERT_EQ(result.exit_status, 0) << result.output;
 
-    const auto recycles = events_of(result.output, "recycle");
+    const auto recycles = reap_events(result.output, "recycle");
     ASSERT_EQ(recycles.size(), 2u) << result.output;
     EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1")) << "the largest first";
     EXPECT_EQ(recycles[1].at("pid"), fixture.child("big2"));
@@ -114,7 +98,7 @@ TEST(Reap, RecyclesOversizedChildrenOneAtATimeAndNeverOthers) {
     }
     EXPECT_GE(seconds_of(recycles[1]) - seconds_of(recycles[0]), 0.7) << "stagger";
     // One at a time: the second signal only after the first child was replaced.
-    const auto replaced = events_of(result.output, "replaced");
+    const auto replaced = reap_events(result.output, "replaced");
     ASSERT_FALSE(replaced.empty());
     EXPECT_EQ(replaced[0].at("pid"), fixture.child("big1"));
     EXPECT_LE(seconds_of(replaced[0]), seconds_of(recycles[1]));
@@ -141,7 +125,7 @@ TEST(Reap, DryRunDecidesTheSameAndSignalsNobody) {
     const auto result =
         run_command(reap_command(fixture.manager(), {"--dry-run"}), std::chrono::seconds(60));
     ASSERT_EQ(result.exit_status, 0) << result.output;
-    const auto recycles = events_of(result.output, "recycle");
+    const auto recycles = reap_events(result.output, "recycle");
     ASSERT_EQ(recycles.size(), 2u) << result.output;
     EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1"));
     EXPECT_EQ(recycles[1].at("pid"), fixture.child("big2"));
@@ -163,8 +147,8 @@ TEST(Reap, MinChildrenHoldsTheLastOnes) {
     const auto result = run_command(reap_command(fixture.manager(), {"--min-children", "2"}),
                                     std::chrono::seconds(30));
     ASSERT_EQ(result.exit_status, 0) << result.output;
-    EXPECT_TRUE(events_of(result.output, "recycle").empty()) << result.output;
-    const auto held = events_of(result.output, "held");
+    EXPECT_TRUE(reap_events(result.output, "recycle").empty()) << result.output;
+    const auto held = reap_events(result.output, "held");
     ASSERT_EQ(held.size(), 1u) << result.output;
     EXPECT_EQ(held[0].at("pid"), fixture.child("big1"));
     EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
@@ -188,10 +172,10 @@ TEST(Reap, ManagerGoneEndsWithAnErrorAndSignalsNobody) {
     const auto result = run_command(argv, std::chrono::seconds(30));
     waitpid(stopper, nullptr, 0);
     EXPECT_EQ(result.exit_status, 1) << result.output;
-    const auto gone = events_of(result.output, "manager-gone");
+    const auto gone = reap_events(result.output, "manager-gone");
     ASSERT_EQ(gone.size(), 1u) << result.output;
     EXPECT_EQ(gone[0].at("manager"), manager);
-    EXPECT_TRUE(events_of(result.output, "recycle").empty());
+    EXPECT_TRUE(reap_events(result.output, "recycle").empty());
 }
 
 std::string read_text(const std::string& path) {
@@ -227,10 +211,10 @@ TEST(Reap, EscalatesToTheNextSignalAfterTheGrace) {
         run_command(reap_command(fixture.manager(), {"--grace", "600ms", "--escalate"}),
                     std::chrono::seconds(30));
     ASSERT_EQ(result.exit_status, 0) << result.output;
-    const auto recycles = events_of(result.output, "recycle");
+    const auto recycles = reap_events(result.output, "recycle");
     ASSERT_EQ(recycles.size(), 1u) << result.output;
     EXPECT_EQ(recycles[0].at("signal"), "TERM");
-    const auto escalations = events_of(result.output, "escalate");
+    const auto escalations = reap_events(result.output, "escalate");
     ASSERT_EQ(escalations.size(), 1u) << result.output;
     EXPECT_EQ(escalations[0].at("pid"), fixture.child("big1"));
     EXPECT_EQ(escalations[0].at("signal"), "KILL");
@@ -247,10 +231,10 @@ TEST(Reap, WithoutEscalationAStubbornChildIsReportedAndLeftAlone) {
     argv.erase(std::find(argv.begin(), argv.end(), "--once"));
     // Stopped at the deadline: room for a slow start under emulation (qemu guests).
     const auto result = run_command(argv, std::chrono::seconds(8));
-    const auto expired = events_of(result.output, "grace-expired");
+    const auto expired = reap_events(result.output, "grace-expired");
     ASSERT_EQ(expired.size(), 1u) << result.output;
     EXPECT_EQ(expired[0].at("pid"), fixture.child("big1"));
-    EXPECT_TRUE(events_of(result.output, "escalate").empty());
+    EXPECT_TRUE(reap_events(result.output, "escalate").empty());
     EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
 }
 
@@ -262,8 +246,8 @@ TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
         const auto result = run_command(reap_command(fixture.manager(), {"--pre-hook", "exit 3"}),
                                         std::chrono::seconds(30));
         ASSERT_EQ(result.exit_status, 0) << result.output;
-        EXPECT_TRUE(events_of(result.output, "recycle").empty()) << result.output;
-        const auto skips = events_of(result.output, "skip");
+        EXPECT_TRUE(reap_events(result.output, "recycle").empty()) << result.output;
+        const auto skips = reap_events(result.output, "skip");
         ASSERT_EQ(skips.size(), 1u) << result.output;
         EXPECT_NE(skips[0].at("reason").get<std::string>().find("pre-hook"), std::string::npos);
         EXPECT_TRUE(alive_child_of(fixture.child("big1"), fixture.manager()));
@@ -280,7 +264,7 @@ TEST(Reap, APreHookVetoesAndBothHooksSeeTheChild) {
              "--post-hook", "echo $KIDREAPER_EVENT $KIDREAPER_PID" + append}),
         std::chrono::seconds(30));
     ASSERT_EQ(result.exit_status, 0) << result.output;
-    ASSERT_EQ(events_of(result.output, "recycle").size(), 1u) << result.output;
+    ASSERT_EQ(reap_events(result.output, "recycle").size(), 1u) << result.output;
     const std::string big1 = std::to_string(fixture.child("big1"));
     EXPECT_EQ(read_text(record.path()), "pre " + big1 + " TERM private\npost " + big1 + "\n");
 }
@@ -310,11 +294,11 @@ TEST(Reap, FollowsARestartedManagerThroughItsPidfile) {
     argv.erase(std::find(argv.begin(), argv.end(), "--once"));
     const auto result = run_command(argv, std::chrono::seconds(5));
     waitpid(restarter, nullptr, 0);
-    const auto restarted = events_of(result.output, "manager-restarted");
+    const auto restarted = reap_events(result.output, "manager-restarted");
     ASSERT_EQ(restarted.size(), 1u) << result.output;
     EXPECT_EQ(restarted[0].at("old"), old_manager.manager());
     EXPECT_EQ(restarted[0].at("manager"), new_manager.manager());
-    const auto recycles = events_of(result.output, "recycle");
+    const auto recycles = reap_events(result.output, "recycle");
     ASSERT_EQ(recycles.size(), 1u) << result.output;
     EXPECT_EQ(recycles[0].at("pid"), new_manager.child("big1"));
 }
@@ -342,7 +326,7 @@ TEST(Reap, StopsCleanlyOnSigintAndLeavesNoProgramBehind) {
     const auto result = run_command(argv, std::chrono::seconds(20));
     waitpid(interrupter, nullptr, 0);
     EXPECT_EQ(result.exit_status, 0) << result.output;
-    const auto stops = events_of(result.output, "stop");
+    const auto stops = reap_events(result.output, "stop");
     ASSERT_EQ(stops.size(), 1u) << result.output;
     EXPECT_EQ(stops[0].at("reason"), "signal INT");
     EXPECT_EQ(testing::wait_for_loaded_programs(programs_before), programs_before);
@@ -371,7 +355,7 @@ TEST(Reap, AManagerThatRemovesItsPidfileIsGone) {
     const auto result = run_command(argv, std::chrono::seconds(20));
     waitpid(stopper, nullptr, 0);
     EXPECT_EQ(result.exit_status, 1) << result.output;
-    const auto gone = events_of(result.output, "manager-gone");
+    const auto gone = reap_events(result.output, "manager-gone");
     ASSERT_EQ(gone.size(), 1u) << result.output;
     EXPECT_EQ(gone[0].at("manager"), manager);
     EXPECT_EQ(gone[0].at("action"), "exit");
@@ -398,8 +382,8 @@ TEST(Reap, WaitsForAManagerThatIsNotThereYet) {
     const auto result = run_command(argv, std::chrono::seconds(40));
     waitpid(writer, nullptr, 0);
     EXPECT_EQ(result.exit_status, 0) << result.output;
-    ASSERT_EQ(events_of(result.output, "manager-found").size(), 1u) << result.output;
-    const auto recycles = events_of(result.output, "recycle");
+    ASSERT_EQ(reap_events(result.output, "manager-found").size(), 1u) << result.output;
+    const auto recycles = reap_events(result.output, "recycle");
     ASSERT_EQ(recycles.size(), 1u) << result.output;
     EXPECT_EQ(recycles[0].at("pid"), fixture.child("big1"));
 }
