@@ -2,11 +2,15 @@
 /*
  * kidreaper's kernel side: count what each tracked child of a pre-fork manager
  * does to memory. Small and dumb on purpose: it counts and records, the loader
- * judges. Raw tracepoints only (no tracefs, no kprobes needed). On 6.2+ a tracked
- * child's write fault is paired with the events it raises before it ends (counter
- * changes, a page-cache fault) and a present-page write with its mapping (MAP_SHARED),
- * which tell a copy of inherited memory from writes that copy nothing; optional kprobes
- * count the exact copies where kprobes exist.
+ * judges. Two fault sources, one of which the loader attaches:
+ *  - tracepoints: the x86 page-fault raw tracepoints see every fault (no tracefs, no
+ *    kprobes needed). On 6.2+ a tracked child's write fault is paired with the events it
+ *    raises before it ends (counter changes, a page-cache fault) and a present-page write
+ *    with its mapping (MAP_SHARED), which tell a copy of inherited memory from writes that
+ *    copy nothing; optional kprobes count the exact copies where kprobes exist.
+ *  - mm: no fault tracepoint at all. kprobes or fentry on the arch-neutral write-protect
+ *    path (do_wp_page, wp_page_copy, finish_fault) see only the faults that can copy;
+ *    first touch and growth come from the mm counters (rss_stat), as in both modes.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -415,7 +419,25 @@ static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned
 		return;
 	count_site(tgid, KR_SITE_DATA, (address >> KR_SITE_DATA_SHIFT) << KR_SITE_DATA_SHIFT);
 	if (regs)
-		count_site(tgid, KR_SITE_CODE, BPF_CORE_READ(regs, ip));
+		count_site(tgid, KR_SITE_CODE, PT_REGS_IP_CORE(regs));
+}
+
+/*
+ * The user registers saved at the top of the current task's kernel stack (task_pt_regs()
+ * on x86-64 and arm64: the stack is KR_THREAD_SIZE, 16 KiB with 4 KiB pages and no KASAN):
+ * the user code that faulted, or that made the system call that faulted in kernel mode.
+ * Read with bpf_probe_read_kernel (PT_REGS_IP_CORE), so a wrong guess reads a wrong
+ * address, never faults.
+ */
+#define KR_THREAD_SIZE 16384
+static __always_inline struct pt_regs *user_regs_of_current(void)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	void *stack = BPF_CORE_READ(task, stack);
+
+	if (!stack)
+		return NULL;
+	return (struct pt_regs *)(stack + KR_THREAD_SIZE) - 1;
 }
 
 /* The mmap lock sequence: a seqcount from 6.13, an int in 6.4-6.12 (per-VMA locks). */
@@ -579,19 +601,24 @@ int BPF_PROG(on_filemap_fault)
 	return 0;
 }
 
-/* Optional precision: each real copy on write. Loaded only where kprobes exist. */
-SEC("kprobe/wp_page_copy")
-int BPF_KPROBE(on_wp_page_copy, struct vm_fault *vmf)
+/*
+ * The write-protect path, each hook in two attach kinds of one body: kprobe (any kernel
+ * with kprobes; the loader gives the symbol, which may carry a suffix such as .isra.0)
+ * and fentry (a BPF trampoline: cheaper; only where the loader's probe load succeeds).
+ */
+
+/* Each real copy on write: exact in both modes, where the kernel can probe it. */
+static __always_inline void count_copy(struct vm_fault *vmf)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
 	struct page *old;
 
 	if (!maybe_tracked(tgid))
-		return 0;
+		return;
 	counts = fault_counters(tgid);
 	if (!counts)
-		return 0;
+		return;
 	old = BPF_CORE_READ(vmf, page);
 	if (!old)
 		counts->zero_page_copies++;
@@ -599,21 +626,77 @@ int BPF_KPROBE(on_wp_page_copy, struct vm_fault *vmf)
 		counts->cow_copies++;
 	else
 		counts->file_copies++;
-	return 0;
 }
 
-/* Optional precision: a private file page copied on a write to a page not present
- * (do_cow_fault sets cow_page before finish_fault). Loaded with the kprobe above. */
-SEC("kprobe/finish_fault")
-int BPF_KPROBE(on_finish_fault, struct vm_fault *vmf)
+/* A private file page copied on a write to a page not present (do_cow_fault sets
+ * cow_page before finish_fault). */
+static __always_inline void count_fill_copy(struct vm_fault *vmf)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct kr_faults *counts;
 
 	if (!maybe_tracked(tgid) || !BPF_CORE_READ(vmf, cow_page))
-		return 0;
+		return;
 	counts = fault_counters(tgid);
 	if (counts)
 		counts->fill_copies++;
+}
+
+/* mm mode: a write fault on a write-protected present page (the COW class, whether or
+ * not it copies), in user or kernel mode; its data address is sampled for diagnose. */
+static __always_inline void count_wp_fault(struct vm_fault *vmf)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct kr_faults *counts;
+
+	if (!maybe_tracked(tgid))
+		return;
+	counts = fault_counters(tgid);
+	if (!counts)
+		return;
+	counts->write_present_user++;
+	if (record_cow_sites && (counts->write_present_user & cow_sample_mask) == 0)
+		sample_cow_site(tgid, 0, BPF_CORE_READ(vmf, address), user_regs_of_current());
+}
+
+SEC("kprobe/wp_page_copy")
+int BPF_KPROBE(on_wp_page_copy, struct vm_fault *vmf)
+{
+	count_copy(vmf);
+	return 0;
+}
+
+SEC("kprobe/finish_fault")
+int BPF_KPROBE(on_finish_fault, struct vm_fault *vmf)
+{
+	count_fill_copy(vmf);
+	return 0;
+}
+
+SEC("kprobe/do_wp_page")
+int BPF_KPROBE(on_do_wp_page, struct vm_fault *vmf)
+{
+	count_wp_fault(vmf);
+	return 0;
+}
+
+SEC("fentry/wp_page_copy")
+int BPF_PROG(on_wp_page_copy_fentry, struct vm_fault *vmf)
+{
+	count_copy(vmf);
+	return 0;
+}
+
+SEC("fentry/finish_fault")
+int BPF_PROG(on_finish_fault_fentry, struct vm_fault *vmf)
+{
+	count_fill_copy(vmf);
+	return 0;
+}
+
+SEC("fentry/do_wp_page")
+int BPF_PROG(on_do_wp_page_fentry, struct vm_fault *vmf)
+{
+	count_wp_fault(vmf);
 	return 0;
 }

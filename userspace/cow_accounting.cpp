@@ -13,6 +13,20 @@ std::uint64_t minus(std::uint64_t a, std::uint64_t b) {
 }  // namespace
 
 std::string cow_source_name(const CowSource& source) {
+    if (source.mm) {
+        const std::string kind = source.fentry ? "fentry" : "kprobe";
+        std::string name = "mm: " + kind + " do_wp_page (write-protect faults)";
+        if (!source.wp_faults) {
+            name = "mm: no write-protect fault count";
+        }
+        if (source.exact) {
+            name += " + " + kind + " wp_page_copy (exact COW copies)";
+        }
+        if (source.exact_fills) {
+            name += " + " + kind + " finish_fault (file copies)";
+        }
+        return name + "; growth from the mm counters";
+    }
     std::string name = "raw tracepoints";
     if (source.paired) {
         name += source.paired_fills ? " + fault pairing (counters, mappings, page-cache faults)"
@@ -50,7 +64,7 @@ MemoryAccount account_memory(const ChildReading& reading, const CowSource& sourc
         anon_pages = minus(f.write_present(), excluded_pages + f.paired_file_copies);
         file_pages = f.paired_file_copies + file_fills;
     } else {
-        anon_pages = f.write_present();
+        anon_pages = f.write_present();  // the COW class (in mm mode: do_wp_page)
     }
     MemoryAccount account;
     account.anon_cow_bytes = anon_pages * kPageBytes;

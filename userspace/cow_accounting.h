@@ -13,12 +13,19 @@ namespace kidreaper {
 // How the observer tells a copy of inherited memory from other write faults; each part
 // is chosen by probe at start-up (KernelFeatures::cow_source()).
 struct CowSource {
+    // mm mode: no page-fault tracepoints; the write-protect path is probed (kprobes or
+    // fentry) and growth comes from the mm counters. Otherwise the x86 tracepoints.
+    bool mm = false;
+    bool fentry = false;       // the probes below attached by fentry, not kprobes (as loaded)
     bool exact = false;        // kprobe on wp_page_copy counts the real copies
     bool exact_fills = false;  // kprobe on finish_fault counts file copies on first write
     // Each write fault is paired with the events it raises before it ends (counter changes:
     // 6.2+ traces every one), and a present-page write with its mapping (bpf_find_vma).
     bool paired = false;
     bool paired_fills = false;  // ... and a page-cache fault (mm_filemap_fault tracepoint)
+    // mm mode: do_wp_page counts every write-protect fault (the COW class) into
+    // write_present_user, so that writes that copied nothing are known.
+    bool wp_faults = false;
 };
 
 // One line for `kidreaper check` and diagnose's "mode", e.g. "raw tracepoints + fault

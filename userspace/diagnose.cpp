@@ -140,7 +140,8 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     if (!proc.stat(manager)) {
         throw Error("no process " + std::to_string(manager));
     }
-    Observer observer({.cow = features.cow_source(), .record_cow_sites = true}, log);
+    Observer observer({.cow = features.cow_source(options.fault_source), .record_cow_sites = true},
+                      log);
     SignalGate signals;
     Watcher watcher(observer, proc, manager);
     const ProcessFacts facts(proc.root());

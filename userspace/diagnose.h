@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "kernel_features.h"
 #include "log.h"
 #include "worker_rule.h"
 
@@ -25,6 +26,7 @@ struct DiagnoseOptions {
     bool demo = false;  // start the built-in workload and diagnose it
     // Which children are workers (--workers); default "exe,listener".
     std::optional<WorkerRule> workers;
+    FaultSource fault_source = FaultSource::automatic;  // --fault-source
 };
 
 // Runs the diagnosis; prints the table or JSON on stdout. Returns the exit code.

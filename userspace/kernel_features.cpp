@@ -9,7 +9,6 @@
 #include <charconv>
 #include <fstream>
 #include <memory>
-#include <set>
 #include <sstream>
 #include <string_view>
 
@@ -42,26 +41,101 @@ bool mounted(const std::filesystem::path& proc, std::string_view fstype) {
     return false;
 }
 
-// Which of `wanted` /proc/kallsyms lists (one pass over its lines).
-std::set<std::string, std::less<>> kallsyms_find(const std::filesystem::path& proc,
-                                                 std::initializer_list<std::string_view> wanted) {
-    std::set<std::string, std::less<>> found;
+// True when `name` is `base` or `base` with a compiler suffix that still names the whole
+// function (".isra.0", ".constprop.0"; not ".cold", a split-off part).
+bool names_function(std::string_view name, std::string_view base) {
+    if (!name.starts_with(base)) {
+        return false;
+    }
+    const std::string_view suffix = name.substr(base.size());
+    return suffix.empty() || ((suffix.starts_with(".isra.") || suffix.starts_with(".constprop.")) &&
+                              suffix.find(".cold") == std::string_view::npos);
+}
+
+// A text symbol (t/T) of kallsyms' line, or empty; module symbols ("[mod]") are skipped.
+std::string_view text_symbol(std::string_view line) {
+    const auto first = line.find(' ');
+    if (first == std::string_view::npos || first + 3 > line.size()) {
+        return {};
+    }
+    const char kind = line[first + 1];
+    if ((kind != 't' && kind != 'T') || line[first + 2] != ' ') {
+        return {};
+    }
+    std::string_view name = line.substr(first + 3);
+    const auto end = name.find_first_of(" \t");
+    return end == std::string_view::npos ? name : std::string_view{};
+}
+
+}  // namespace
+
+FaultSource parse_fault_source(const std::string& text) {
+    if (text == "auto") {
+        return FaultSource::automatic;
+    }
+    if (text == "tracepoints") {
+        return FaultSource::tracepoints;
+    }
+    if (text == "mm") {
+        return FaultSource::mm;
+    }
+    throw UsageError("invalid --fault-source \"" + text + "\": expected auto, tracepoints or mm");
+}
+
+ProbeSymbols find_probe_symbols(const std::filesystem::path& proc) {
+    ProbeSymbols found;
     std::ifstream kallsyms(proc / "kallsyms");
-    std::string address;
-    std::string kind;
-    std::string name;
     std::string line;
-    while (std::getline(kallsyms, line)) {
-        std::istringstream fields(line);
-        if (fields >> address >> kind >> name &&
-            std::find(wanted.begin(), wanted.end(), name) != wanted.end()) {
-            found.insert(name);
+    auto keep = [](std::string& slot, std::string_view name, std::string_view base) {
+        // The plain name wins over a suffixed one; the first suffixed one otherwise.
+        if (names_function(name, base) && (slot.empty() || name == base)) {
+            slot = std::string(name);
         }
+    };
+    while (std::getline(kallsyms, line)) {
+        const std::string_view name = text_symbol(line);
+        if (name.empty()) {
+            continue;
+        }
+        keep(found.wp_page_copy, name, "wp_page_copy");
+        keep(found.do_wp_page, name, "do_wp_page");
+        keep(found.finish_fault, name, "finish_fault");
     }
     return found;
 }
 
-}  // namespace
+CowSource KernelFeatures::cow_source(FaultSource wanted) const {
+    if (wanted == FaultSource::mm && !mm_fault_source()) {
+        throw Error(
+            std::string("the mm fault source needs kprobes on do_wp_page or wp_page_copy: ") +
+            (kprobe_pmu ? "neither is in /proc/kallsyms (inlined)"
+                        : "this kernel has no kprobe PMU (/sys/bus/event_source/devices/kprobe)"));
+    }
+    if (wanted == FaultSource::tracepoints && !fault_tracepoints()) {
+        throw Error(
+            "the tracepoints fault source needs exceptions:page_fault_user/kernel (x86-64 only); "
+            "use --fault-source mm");
+    }
+    // mm where it counts the copies themselves (as exact as the tracepoints with the kprobe,
+    // and nothing on the far more common other faults); where only do_wp_page is there,
+    // pairing or fault codes on the tracepoints tell more, unless there are none (arm64).
+    const bool use_mm =
+        wanted == FaultSource::mm || (wanted == FaultSource::automatic && mm_fault_source() &&
+                                      (exact_cow() || !fault_tracepoints()));
+    if (use_mm) {
+        return {.mm = true,
+                .exact = exact_cow(),
+                .exact_fills = exact_cow() && finish_fault_symbol,
+                .wp_faults = do_wp_page_symbol};
+    }
+    // The kprobes count the copies themselves: where they exist, pairing would only add
+    // hooks to the hot path.
+    const bool paired = rss_stat_per_change && find_vma_helper && !exact_cow();
+    return {.exact = exact_cow(),
+            .exact_fills = exact_cow() && finish_fault_symbol,
+            .paired = paired,
+            .paired_fills = paired && tp_mm_filemap_fault};
+}
 
 bool parse_kernel_release(const std::string& release, int& major, int& minor) {
     const char* begin = release.data();
@@ -108,9 +182,10 @@ KernelFeatures probe_features(const SystemPaths& paths) {
     std::error_code ignored;
     features.kprobe_pmu =
         std::filesystem::exists(paths.sys / "bus/event_source/devices/kprobe", ignored);
-    const auto symbols = kallsyms_find(paths.proc, {"wp_page_copy", "finish_fault"});
-    features.wp_page_copy_symbol = symbols.contains("wp_page_copy");
-    features.finish_fault_symbol = symbols.contains("finish_fault");
+    const ProbeSymbols symbols = find_probe_symbols(paths.proc);
+    features.wp_page_copy_symbol = !symbols.wp_page_copy.empty();
+    features.finish_fault_symbol = !symbols.finish_fault.empty();
+    features.do_wp_page_symbol = !symbols.do_wp_page.empty();
     return features;
 }
 
@@ -140,10 +215,10 @@ std::vector<std::string> blocking_problems(const KernelFeatures& f) {
     if (!f.percpu_hash_map) {
         problems.emplace_back("the kernel refuses per-CPU hash maps (needs Linux 4.6+)");
     }
-    if (f.btf && (!f.tp_page_fault_user || !f.tp_page_fault_kernel)) {
+    if (f.btf && !f.fault_tracepoints() && !f.mm_fault_source()) {
         problems.emplace_back(
-            "no exceptions:page_fault_user/page_fault_kernel tracepoints: kidreaper's fault "
-            "counting needs x86-64");
+            "no exceptions:page_fault_user/page_fault_kernel tracepoints (x86-64 only) and no "
+            "kprobes on do_wp_page/wp_page_copy: kidreaper cannot see page faults here");
     }
     if (f.btf && !f.tp_rss_stat) {
         problems.emplace_back("no kmem:rss_stat tracepoint: kidreaper needs Linux 5.5 or newer");
@@ -186,12 +261,16 @@ std::string format_features(const KernelFeatures& f) {
     line("kprobe PMU", f.kprobe_pmu, "optional");
     line("wp_page_copy symbol", f.wp_page_copy_symbol, "optional");
     line("finish_fault symbol", f.finish_fault_symbol, "optional");
+    line("do_wp_page symbol", f.do_wp_page_symbol, "optional, mm mode");
+    line("mm fault source", f.mm_fault_source(), "kprobes on the write-protect path");
     line("every mm counter change traced", f.rss_stat_per_change, "optional, 6.2+");
     line("bpf_find_vma in raw tracepoints", f.find_vma_helper, "optional, 5.17+");
     line("tracepoint filemap:mm_filemap_fault", f.tp_mm_filemap_fault, "optional");
     const auto problems = blocking_problems(f);
     if (problems.empty()) {
-        out << "usable: yes\nmode: " << cow_source_name(f.cow_source()) << '\n';
+        const CowSource chosen = f.cow_source();
+        out << "usable: yes\nfault source: " << (chosen.mm ? "mm" : "tracepoints")
+            << "\nmode: " << cow_source_name(chosen) << '\n';
     } else {
         out << "usable: no\n";
         for (const auto& problem : problems) {

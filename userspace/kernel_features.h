@@ -15,6 +15,27 @@ struct SystemPaths {
     std::filesystem::path sys = "/sys";
 };
 
+// Where page faults are seen (`--fault-source`).
+enum class FaultSource {
+    automatic,    // mm where the kernel can probe wp_page_copy, else the tracepoints
+    tracepoints,  // the x86 page-fault tracepoints: every fault of every process
+    mm,           // kprobes/fentry on the write-protect path only (do_wp_page, wp_page_copy)
+};
+
+// Parses "auto", "tracepoints" or "mm"; throws Error otherwise.
+FaultSource parse_fault_source(const std::string& text);
+
+// The kallsyms names of the write-protect path's functions; empty when absent (inlined).
+// A name may carry a compiler suffix (wp_page_copy.isra.0): kprobes need the full name.
+struct ProbeSymbols {
+    std::string wp_page_copy;
+    std::string do_wp_page;
+    std::string finish_fault;
+};
+
+// Reads /proc/kallsyms under `proc` once. Never throws.
+ProbeSymbols find_probe_symbols(const std::filesystem::path& proc = "/proc");
+
 // Facts about this kernel that decide whether and how kidreaper can run.
 struct KernelFeatures {
     std::string release;  // uname -r
@@ -33,6 +54,7 @@ struct KernelFeatures {
     bool kprobe_pmu = false;           // /sys/bus/event_source/devices/kprobe
     bool wp_page_copy_symbol = false;  // wp_page_copy in kallsyms (not inlined)
     bool finish_fault_symbol = false;  // finish_fault in kallsyms
+    bool do_wp_page_symbol = false;    // do_wp_page in kallsyms
     // Every mm counter change is traced (6.2+: no struct mm_rss_stat in BTF).
     bool rss_stat_per_change = false;
     bool find_vma_helper = false;      // bpf_find_vma accepted in raw tracepoints (5.17+)
@@ -40,16 +62,17 @@ struct KernelFeatures {
 
     // Exact COW counting through a kprobe on wp_page_copy is possible.
     bool exact_cow() const { return kprobe_pmu && wp_page_copy_symbol; }
-    // The best way this kernel offers to tell COW from other write faults.
-    CowSource cow_source() const {
-        // The kprobes count the copies themselves: where they exist, pairing would only
-        // add hooks to the hot path.
-        const bool paired = rss_stat_per_change && find_vma_helper && !exact_cow();
-        return {.exact = exact_cow(),
-                .exact_fills = exact_cow() && finish_fault_symbol,
-                .paired = paired,
-                .paired_fills = paired && tp_mm_filemap_fault};
+    // The x86 page-fault tracepoints exist.
+    bool fault_tracepoints() const { return tp_page_fault_user && tp_page_fault_kernel; }
+    // mm mode is possible: kprobes, and at least one function of the write-protect path.
+    bool mm_fault_source() const {
+        return kprobe_pmu && (wp_page_copy_symbol || do_wp_page_symbol);
     }
+    // The best way this kernel offers to tell COW from other write faults (automatic).
+    CowSource cow_source() const { return cow_source(FaultSource::automatic); }
+    // The way `wanted` tells COW from other write faults here; throws Error with a one-line
+    // cause when this kernel cannot give it.
+    CowSource cow_source(FaultSource wanted) const;
 };
 
 // Probes the kernel. Never throws; unknown facts stay false.

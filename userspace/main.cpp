@@ -20,7 +20,8 @@
 namespace kidreaper {
 namespace {
 
-int run_check(const Logger& log) {
+int run_check(const std::string& fault_source, const Logger& log) {
+    const FaultSource wanted = parse_fault_source(fault_source);
     const KernelFeatures features = probe_features();
     std::fputs(format_features(features).c_str(), stdout);
     const auto problems = blocking_problems(features);
@@ -31,7 +32,7 @@ int run_check(const Logger& log) {
         return 1;
     }
     // Prove it: load and attach the programs, then detach.
-    const Observer observer({.cow = features.cow_source()}, log);
+    const Observer observer({.cow = features.cow_source(wanted)}, log);
     std::printf("BPF programs: loaded and attached (mode: %s)\n",
                 cow_source_name(observer.cow_source()).c_str());
     return 0;
@@ -46,6 +47,7 @@ struct DiagnoseArgs {
     std::string format = "table";
     std::string limit;
     std::string workers;
+    std::string fault_source = "auto";
     bool demo = false;
 };
 
@@ -81,6 +83,7 @@ DiagnoseOptions to_options(const DiagnoseArgs& args) {
     if (!args.workers.empty()) {
         options.workers = parse_worker_rule(args.workers);
     }
+    options.fault_source = parse_fault_source(args.fault_source);
     return options;
 }
 
@@ -111,6 +114,7 @@ struct ReapArgs {
     bool once = false;
     bool wait_for_manager = false;
     std::string log_format = "text";
+    std::string fault_source = "auto";
 };
 
 ReapOptions to_options(const ReapArgs& args) {
@@ -132,6 +136,7 @@ ReapOptions to_options(const ReapArgs& args) {
     if (!args.workers.empty()) {
         options.workers = parse_worker_rule(args.workers);
     }
+    options.fault_source = parse_fault_source(args.fault_source);
     options.policy.signals = options.server.signals;
     if (!args.signal.empty()) {
         // --signal replaces the graceful signal; escalation keeps the server's later steps.
@@ -176,6 +181,9 @@ int run(int argc, char** argv) {
 
     auto* check = app.add_subcommand(
         "check", "Report what this kernel supports and the mode kidreaper runs in");
+    std::string check_fault_source = "auto";
+    check->add_option("--fault-source", check_fault_source,
+                      "Load with this fault source: auto (default), tracepoints or mm");
 
     DiagnoseArgs diagnose_args;
     auto* diagnose = app.add_subcommand(
@@ -191,6 +199,10 @@ int run(int argc, char** argv) {
     diagnose->add_option("--workers", diagnose_args.workers,
                          "Which children are workers: exe, listener, comm=GLOB, cmdline=GLOB "
                          "(all must hold) or any (default exe,listener; see docs/reap.md)");
+    diagnose->add_option(
+        "--fault-source", diagnose_args.fault_source,
+        "Where page faults are seen: auto (default), tracepoints (x86 page-fault tracepoints) or "
+        "mm (probes on the write-protect path only; see docs/kernels.md)");
     diagnose->add_flag("--demo", diagnose_args.demo,
                        "Start a built-in workload (cow, leak, idle children) and diagnose it");
 
@@ -239,6 +251,10 @@ int run(int argc, char** argv) {
     reap->add_flag("--wait-for-manager", reap_args.wait_for_manager,
                    "With --pidfile, keep waiting when the manager is gone");
     reap->add_option("--log-format", reap_args.log_format, "text (default) or json");
+    reap->add_option(
+        "--fault-source", reap_args.fault_source,
+        "Where page faults are seen: auto (default), tracepoints (x86 page-fault tracepoints) or "
+        "mm (probes on the write-protect path only; see docs/kernels.md)");
 
     // -v is accepted after the subcommand too.
     for (auto* subcommand : {check, diagnose, reap}) {
@@ -260,7 +276,7 @@ int run(int argc, char** argv) {
     const Logger log(verbose ? LogLevel::debug : LogLevel::info);
     route_libbpf_log(verbose);
     if (check->parsed()) {
-        return run_check(log);
+        return run_check(check_fault_source, log);
     }
     if (diagnose->parsed()) {
         return run_diagnose(to_options(diagnose_args), log);

@@ -58,50 +58,42 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
     if (possible_cpus_ <= 0) {
         throw Error(libbpf_error("cannot count possible CPUs", possible_cpus_));
     }
-    // CO-RE against vmlinux's BTF only: libbpf would otherwise also list module BTF,
-    // which needs CAP_SYS_ADMIN on top of CAP_BPF and CAP_PERFMON.
-    bpf_object_open_opts open_options{};
-    open_options.sz = sizeof(open_options);
-    open_options.btf_custom_path = "/sys/kernel/btf/vmlinux";
-    skel_ = observer_bpf__open_opts(&open_options);
-    if (skel_ == nullptr) {
-        throw Error(libbpf_error("cannot open the BPF object", -errno));
-    }
-    source_.exact = options.cow.exact;
-    source_.exact_fills = options.cow.exact && options.cow.exact_fills;
-    source_.paired = options.cow.paired && rss_stat_per_change();
-    source_.paired_fills = source_.paired && options.cow.paired_fills;
-    batch_lookups_ = options.batch_lookups;
-    bpf_program__set_autoload(skel_->progs.on_wp_page_copy, source_.exact);
-    bpf_program__set_autoload(skel_->progs.on_finish_fault, source_.exact_fills);
-    bpf_program__set_autoload(skel_->progs.on_filemap_fault, source_.paired_fills);
-    const bool paired = source_.paired;
-    bpf_program__set_autoload(skel_->progs.on_rss_stat, !paired);
-    bpf_program__set_autoload(skel_->progs.on_fault_user, !paired);
-    bpf_program__set_autoload(skel_->progs.on_fault_kernel, !paired);
-    bpf_program__set_autoload(skel_->progs.on_rss_stat_pair, paired);
-    bpf_program__set_autoload(skel_->progs.on_fault_user_pair, paired);
-    bpf_program__set_autoload(skel_->progs.on_fault_kernel_pair, paired);
     const std::uint32_t period = options.cow_sample_period;
     if (period == 0 || (period & (period - 1)) != 0) {
-        observer_bpf__destroy(skel_);
         throw Error("the COW sample period must be a power of two");
     }
     cow_sample_period_ = period;
-    skel_->rodata->record_cow_sites = options.record_cow_sites;
-    skel_->rodata->cow_sample_mask = period - 1;
-    // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
-    // one event in 8 there. A sampled-out event only delays the absolute value it carries.
-    skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
-    if (options.max_children != 0) {
-        bpf_map__set_max_entries(skel_->maps.children, options.max_children);
-        bpf_map__set_max_entries(skel_->maps.faults, options.max_children);
+    batch_lookups_ = options.batch_lookups;
+    source_ = options.cow;
+    source_.paired = !source_.mm && options.cow.paired && rss_stat_per_change();
+    source_.paired_fills = source_.paired && options.cow.paired_fills;
+    source_.exact_fills = options.cow.exact && options.cow.exact_fills;
+    source_.wp_faults = source_.mm && options.cow.wp_faults;
+    source_.fentry = false;
+    if (source_.mm || source_.exact) {
+        symbols_ = find_probe_symbols();
     }
-    if (options.max_exits != 0) {
-        bpf_map__set_max_entries(skel_->maps.exits, options.max_exits);
+    // fentry attaches by the function's BTF name: only to plain (unsuffixed) symbols. A
+    // kernel without a BPF trampoline refuses the load; the kprobes are the fallback.
+    const auto plain = [](const std::string& symbol, std::string_view base) {
+        return symbol.empty() || symbol == base;
+    };
+    const bool fentry_possible =
+        source_.mm && options.prefer_fentry && plain(symbols_.wp_page_copy, "wp_page_copy") &&
+        plain(symbols_.do_wp_page, "do_wp_page") && plain(symbols_.finish_fault, "finish_fault");
+    int err = 0;
+    if (fentry_possible) {
+        err = open_and_load(options, true);
+        if (err == 0) {
+            source_.fentry = true;
+        } else {
+            log.debug(libbpf_error("fentry programs refused, using kprobes", err));
+        }
     }
-    if (int err = observer_bpf__load(skel_); err != 0) {
-        observer_bpf__destroy(skel_);
+    if (!source_.fentry) {
+        err = open_and_load(options, false);
+    }
+    if (err != 0) {
         if (err == -EPERM || err == -EACCES) {
             throw Error("the kernel refused to load kidreaper's BPF programs (" +
                         std::string(std::strerror(-err)) +
@@ -114,8 +106,71 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
         attach(log);
     } catch (...) {
         observer_bpf__destroy(skel_);
+        skel_ = nullptr;
         throw;
     }
+}
+
+int Observer::open_and_load(const ObserverOptions& options, bool fentry) {
+    // CO-RE against vmlinux's BTF only: libbpf would otherwise also list module BTF,
+    // which needs CAP_SYS_ADMIN on top of CAP_BPF and CAP_PERFMON.
+    bpf_object_open_opts open_options{};
+    open_options.sz = sizeof(open_options);
+    open_options.btf_custom_path = "/sys/kernel/btf/vmlinux";
+    skel_ = observer_bpf__open_opts(&open_options);
+    if (skel_ == nullptr) {
+        throw Error(libbpf_error("cannot open the BPF object", -errno));
+    }
+    const bool mm = source_.mm;
+    const bool paired = source_.paired;
+    const bool copies = source_.exact;
+    const bool fills = source_.exact_fills;
+    const bool wp_faults = source_.wp_faults;
+    bpf_program__set_autoload(skel_->progs.on_wp_page_copy, copies && !fentry);
+    bpf_program__set_autoload(skel_->progs.on_finish_fault, fills && !fentry);
+    bpf_program__set_autoload(skel_->progs.on_do_wp_page, wp_faults && !fentry);
+    bpf_program__set_autoload(skel_->progs.on_wp_page_copy_fentry, copies && fentry);
+    bpf_program__set_autoload(skel_->progs.on_finish_fault_fentry, fills && fentry);
+    bpf_program__set_autoload(skel_->progs.on_do_wp_page_fentry, wp_faults && fentry);
+    bpf_program__set_autoload(skel_->progs.on_filemap_fault, source_.paired_fills);
+    bpf_program__set_autoload(skel_->progs.on_rss_stat, !paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_user, !mm && !paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel, !mm && !paired);
+    bpf_program__set_autoload(skel_->progs.on_rss_stat_pair, paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_user_pair, paired);
+    bpf_program__set_autoload(skel_->progs.on_fault_kernel_pair, paired);
+    skel_->rodata->record_cow_sites = options.record_cow_sites;
+    skel_->rodata->cow_sample_mask = cow_sample_period_ - 1;
+    // Linux 6.2+ traces every change of an mm counter (before, one in about 64): read
+    // one event in 8 there. A sampled-out event only delays the absolute value it carries.
+    skel_->rodata->rss_sample_mask = rss_stat_per_change() ? 7 : 0;
+    if (options.max_children != 0) {
+        bpf_map__set_max_entries(skel_->maps.children, options.max_children);
+        bpf_map__set_max_entries(skel_->maps.faults, options.max_children);
+    }
+    if (options.max_exits != 0) {
+        bpf_map__set_max_entries(skel_->maps.exits, options.max_exits);
+    }
+    const int err = observer_bpf__load(skel_);
+    if (err != 0) {
+        observer_bpf__destroy(skel_);
+        skel_ = nullptr;
+    }
+    return err;
+}
+
+// Attaches a write-protect path probe: fentry as loaded, or a kprobe on the kallsyms name
+// (which may carry a suffix). Null with errno set when the kernel refuses.
+bpf_link* Observer::attach_probe(bpf_program* kprobe, bpf_program* fentry,
+                                 const std::string& symbol) const {
+    if (source_.fentry) {
+        return bpf_program__attach(fentry);
+    }
+    if (symbol.empty()) {
+        errno = ENOENT;
+        return nullptr;
+    }
+    return bpf_program__attach_kprobe(kprobe, false, symbol.c_str());
 }
 
 void Observer::attach(const Logger& log) {
@@ -125,18 +180,21 @@ void Observer::attach(const Logger& log) {
         const char* name;
     };
     const bool paired = source_.paired;  // the pairing builds of the hot hooks
-    const Required required[] = {
+    std::vector<Required> required = {
         {skel_->progs.on_fork, &skel_->links.on_fork, "sched_process_fork"},
         {skel_->progs.on_exit, &skel_->links.on_exit, "sched_process_exit"},
         {paired ? skel_->progs.on_rss_stat_pair : skel_->progs.on_rss_stat,
          paired ? &skel_->links.on_rss_stat_pair : &skel_->links.on_rss_stat, "rss_stat"},
-        {paired ? skel_->progs.on_fault_user_pair : skel_->progs.on_fault_user,
-         paired ? &skel_->links.on_fault_user_pair : &skel_->links.on_fault_user,
-         "page_fault_user"},
-        {paired ? skel_->progs.on_fault_kernel_pair : skel_->progs.on_fault_kernel,
-         paired ? &skel_->links.on_fault_kernel_pair : &skel_->links.on_fault_kernel,
-         "page_fault_kernel"},
     };
+    if (!source_.mm) {
+        required.push_back({paired ? skel_->progs.on_fault_user_pair : skel_->progs.on_fault_user,
+                            paired ? &skel_->links.on_fault_user_pair : &skel_->links.on_fault_user,
+                            "page_fault_user"});
+        required.push_back(
+            {paired ? skel_->progs.on_fault_kernel_pair : skel_->progs.on_fault_kernel,
+             paired ? &skel_->links.on_fault_kernel_pair : &skel_->links.on_fault_kernel,
+             "page_fault_kernel"});
+    }
     for (const auto& entry : required) {
         *entry.link = bpf_program__attach(entry.program);
         if (*entry.link == nullptr) {
@@ -151,23 +209,50 @@ void Observer::attach(const Logger& log) {
             throw Error(libbpf_error("cannot attach to raw tracepoint mm_filemap_fault", -errno));
         }
     }
+    const std::string kind = source_.fentry ? "fentry" : "kprobe";
+    if (source_.wp_faults) {
+        bpf_link* link = attach_probe(skel_->progs.on_do_wp_page, skel_->progs.on_do_wp_page_fentry,
+                                      symbols_.do_wp_page);
+        if (link == nullptr) {
+            const int error = errno;
+            if (!source_.exact) {  // mm mode would see no fault at all
+                throw Error(libbpf_error("cannot attach " + kind + " do_wp_page", -error));
+            }
+            log.warn(libbpf_error(kind + " on do_wp_page unavailable: writes that copy nothing "
+                                         "are not counted",
+                                  -error));
+            source_.wp_faults = false;
+        }
+        (source_.fentry ? skel_->links.on_do_wp_page_fentry : skel_->links.on_do_wp_page) = link;
+    }
     if (source_.exact) {
-        skel_->links.on_wp_page_copy = bpf_program__attach(skel_->progs.on_wp_page_copy);
-        if (skel_->links.on_wp_page_copy == nullptr) {
-            log.warn(libbpf_error("kprobe on wp_page_copy unavailable, counting COW without it",
-                                  -errno));
+        bpf_link* link = attach_probe(skel_->progs.on_wp_page_copy,
+                                      skel_->progs.on_wp_page_copy_fentry, symbols_.wp_page_copy);
+        if (link == nullptr) {
+            const int error = errno;
+            if (source_.mm && !source_.wp_faults) {
+                throw Error(libbpf_error("cannot attach " + kind + " wp_page_copy", -error));
+            }
+            log.warn(libbpf_error(kind + " on wp_page_copy unavailable, counting COW without it",
+                                  -error));
             source_.exact = false;
         }
+        (source_.fentry ? skel_->links.on_wp_page_copy_fentry : skel_->links.on_wp_page_copy) =
+            link;
     }
     if (source_.exact_fills) {
-        skel_->links.on_finish_fault =
-            source_.exact ? bpf_program__attach(skel_->progs.on_finish_fault) : nullptr;
-        if (skel_->links.on_finish_fault == nullptr) {
-            log.warn(
-                "kprobe on finish_fault unavailable: file copies on first write count as "
-                "growth");
+        bpf_link* link =
+            source_.exact ? attach_probe(skel_->progs.on_finish_fault,
+                                         skel_->progs.on_finish_fault_fentry, symbols_.finish_fault)
+                          : nullptr;
+        if (link == nullptr) {
+            log.warn(kind +
+                     " on finish_fault unavailable: file copies on first write count as "
+                     "growth");
             source_.exact_fills = false;
         }
+        (source_.fentry ? skel_->links.on_finish_fault_fentry : skel_->links.on_finish_fault) =
+            link;
     }
 }
 

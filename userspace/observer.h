@@ -11,11 +11,14 @@
 
 #include "capacity.h"
 #include "cow_accounting.h"
+#include "kernel_features.h"
 #include "kidreaper/abi.h"
 #include "log.h"
 #include "readings.h"
 
 struct observer_bpf;
+struct bpf_link;
+struct bpf_program;
 
 namespace kidreaper {
 
@@ -25,6 +28,8 @@ struct ObserverOptions {
     // What to load (KernelFeatures::cow_source() gives what the kernel offers); a kprobe
     // that fails to attach is dropped with a warning, pairing needs a 6.2+ kernel.
     CowSource cow;
+    // In mm mode, attach the probes by fentry where the kernel loads them (else kprobes).
+    bool prefer_fentry = true;
     bool record_cow_sites = false;        // sample where COW-class faults land (diagnose)
     std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
     bool batch_lookups = true;  // read maps with BPF_MAP_LOOKUP_BATCH where the kernel can
@@ -124,7 +129,12 @@ private:
         FaultCounts hash_at_claim;
     };
 
+    // Opens the skeleton, selects and configures its programs (fentry or kprobe builds of
+    // the probes) and loads it; 0 or the negative error (skel_ then null).
+    int open_and_load(const ObserverOptions& options, bool fentry);
     void attach(const Logger& log);
+    bpf_link* attach_probe(bpf_program* kprobe, bpf_program* fentry,
+                           const std::string& symbol) const;
     std::optional<std::vector<ChildReading>> read_children_batched() const;
     std::vector<ChildReading> read_exits() const;
     static ChildReading to_reading(pid_t pid, const kr_child& entry);
@@ -156,6 +166,7 @@ private:
     const Logger& log_;
     int possible_cpus_ = 0;
     CowSource source_;
+    ProbeSymbols symbols_;  // kallsyms names of the probed functions
     std::uint32_t cow_sample_period_ = 1;
     mutable bool batch_lookups_ = true;  // cleared when the kernel has no batch map ops
     bool lookup_and_delete_ = true;      // cleared when hash maps have no lookup-and-delete

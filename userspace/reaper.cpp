@@ -610,7 +610,7 @@ int run_reap(const ReapOptions& options, const Logger& log) {
     if (options.pid && !proc.stat(*options.pid)) {
         throw Error("no process " + std::to_string(*options.pid));
     }
-    Observer observer({.cow = features.cow_source()}, log);
+    Observer observer({.cow = features.cow_source(options.fault_source)}, log);
     SignalGate gate;
     PidfdSignaller signaller(proc);
     const EventLog events(options.log_format);

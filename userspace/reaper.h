@@ -47,6 +47,7 @@ struct ReapOptions {
     // Which children are workers (--workers; else the server preset's rule): only they
     // are signalled, counted for --min-children and taken for replacements.
     std::optional<WorkerRule> workers;
+    FaultSource fault_source = FaultSource::automatic;  // --fault-source
     ReapConfig policy;  // limit, signals (from the server unless --signal), stagger, ...
     std::chrono::milliseconds interval{std::chrono::seconds(1)};
     std::chrono::milliseconds idle_timeout{std::chrono::seconds(10)};

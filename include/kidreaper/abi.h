@@ -139,8 +139,9 @@ enum kr_capacity_map {
  * before it ended. userspace/cow_accounting.h turns them into COW and growth.
  */
 struct kr_faults {
-	__u64
-	    write_present_user; /* user-mode write to a present page (PROT|WRITE): the COW class */
+	__u64 write_present_user; /* user-mode write to a present page (PROT|WRITE): the COW class;
+				     in mm mode every write-protect fault (do_wp_page), user or
+				     kernel mode */
 	__u64 write_present_kernel; /* the same taken in kernel mode on a user address (e.g. read()
 				       into it) */
 	__u64 write_absent;	    /* write to a page not present: first touch of fresh memory */

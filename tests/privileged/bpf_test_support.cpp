@@ -48,7 +48,7 @@ int count_loaded_programs() {
         bpf_prog_info info{};
         __u32 length = sizeof(info);
         if (bpf_obj_get_info_by_fd(fd, &info, &length) == 0 &&
-            std::string_view(info.name).starts_with("on_fault_user")) {
+            std::string_view(info.name).starts_with("on_rss_stat")) {
             ++count;
         }
         close(fd);

@@ -31,7 +31,8 @@ std::string bpf_unavailable_reason();
 
 bool running_in_ci();
 
-// How many of kidreaper's programs are loaded in the kernel (by the name of the fault hook).
+// How many kidreaper observers have programs loaded in the kernel (by the name of the
+// rss_stat hook, which every fault source loads).
 int count_loaded_programs();
 // Waits (up to 5 s: programs are freed after an RCU grace period) until the count is
 // `expected`; returns the last count.

@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "bpf_test_support.h"
 #include "cow_accounting.h"
@@ -54,18 +57,33 @@ Observer make_observer(const Logger& log) {
     return Observer({.cow = probe_features().cow_source()}, log);
 }
 
-// Every way of telling COW this kernel offers, the best first ("auto").
-std::vector<std::pair<std::string, CowSource>> offered_sources() {
+// One way of telling COW, and how its probes attach.
+struct OfferedSource {
+    std::string mode;
+    CowSource source;
+    bool prefer_fentry = true;
+};
+
+// Every way of telling COW this kernel offers, the best first ("auto"): both fault
+// sources where the kernel has both, mm by fentry and by kprobes.
+std::vector<OfferedSource> offered_sources() {
     const KernelFeatures features = probe_features();
-    std::vector<std::pair<std::string, CowSource>> sources = {{"auto", features.cow_source()}};
+    std::vector<OfferedSource> sources = {{"auto", features.cow_source()}};
     if (features.cow_source().paired) {
-        sources.emplace_back("pairing", CowSource{.paired = true, .paired_fills = false});
+        sources.push_back({"pairing", CowSource{.paired = true, .paired_fills = false}});
     }
-    if (features.exact_cow()) {
-        sources.emplace_back("exact",
-                             CowSource{.exact = true, .exact_fills = features.finish_fault_symbol});
+    if (features.fault_tracepoints() && features.exact_cow()) {
+        sources.push_back(
+            {"exact", CowSource{.exact = true, .exact_fills = features.finish_fault_symbol}});
     }
-    sources.emplace_back("fault class", CowSource{});
+    if (features.mm_fault_source()) {
+        const CowSource mm = features.cow_source(FaultSource::mm);
+        sources.push_back({"mm", mm});
+        sources.push_back({"mm kprobes", mm, false});
+    }
+    if (features.fault_tracepoints()) {
+        sources.push_back({"fault class", CowSource{}});
+    }
     return sources;
 }
 
@@ -153,9 +171,14 @@ TEST(Observer, AccuracyTrapsMatchTheirTruth) {
         return kind != "shared" && kind != "zero" && kind != "heapzero" && kind != "mprotect" &&
                kind != "file";
     };
-    for (const auto& [mode, source] : offered_sources()) {
+    for (const auto& [mode, source, prefer_fentry] : offered_sources()) {
         SCOPED_TRACE(mode);
-        Observer observer({.cow = source}, log);
+        Observer observer({.cow = source, .prefer_fentry = prefer_fentry}, log);
+        std::printf("  mode %s: %s\n", mode.c_str(),
+                    cow_source_name(observer.cow_source()).c_str());
+        if (mode == "mm kprobes") {
+            EXPECT_FALSE(observer.cow_source().fentry);
+        }
         FixtureProcess fixture(args);
         fixture.wait_ready();
         track_manager(observer, ProcFs(), fixture.manager());
@@ -381,6 +404,40 @@ TEST(Observer, SlotAndHashCountersAddUp) {
         expect_near_truth(name + " cow", cow_bytes(*reading), truth);
     }
     EXPECT_TRUE(observer.forget_child(taken + KR_FAULT_SLOTS, 0));
+}
+
+// `--fault-source` reaches the loader: each source this kernel has runs diagnose's demo
+// to the right verdicts and says so in "mode"; one it lacks is a one-line error, exit 1.
+TEST(FaultSourceFlag, EachSourceDiagnosesTheDemoOrNamesWhatIsMissing) {
+    KR_REQUIRE_BPF();
+    const KernelFeatures features = probe_features();
+    const std::map<std::string, bool> offered = {{"tracepoints", features.fault_tracepoints()},
+                                                 {"mm", features.mm_fault_source()}};
+    for (const auto& [source, available] : offered) {
+        SCOPED_TRACE(source);
+        const auto result = testing::run_command_with_stderr(
+            {testing::sibling_path("../kidreaper"), "diagnose", "--demo", "--duration", "3s",
+             "--format", "json", "--fault-source", source},
+            std::chrono::seconds(90));
+        if (!available) {
+            EXPECT_EQ(result.exit_status, 1) << result.errors;
+            EXPECT_EQ(std::count(result.errors.begin(), result.errors.end(), '\n'), 1)
+                << result.errors;
+            EXPECT_NE(result.errors.find("kidreaper: error: the " + source + " fault source"),
+                      std::string::npos)
+                << result.errors;
+            continue;
+        }
+        ASSERT_EQ(result.exit_status, 0) << result.errors;
+        const auto diagnosis = nlohmann::json::parse(result.output);
+        const std::string mode = diagnosis.at("mode");
+        EXPECT_EQ(mode.rfind(source == "mm" ? "mm: " : "raw tracepoints", 0), 0u) << mode;
+        std::multiset<std::string> verdicts;
+        for (const auto& child : diagnosis.at("children")) {
+            verdicts.insert(child.at("verdict").get<std::string>());
+        }
+        EXPECT_EQ(verdicts, (std::multiset<std::string>{"cow", "leak", "stable"}));
+    }
 }
 
 TEST(Observer, TwoInstancesCoexistAndDetachCompletely) {

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "error.h"
+
 namespace kidreaper {
 namespace {
 
@@ -102,6 +104,90 @@ TEST(ObserverMode, PairingNeedsPerChangeCountersAndFindVma) {
     f.find_vma_helper = false;
     EXPECT_FALSE(f.cow_source().paired);
     EXPECT_NE(cow_source_name({}).find("fault codes"), std::string::npos);
+}
+
+TEST(FaultSource, ParsesTheThreeNamesAndRejectsOthers) {
+    EXPECT_EQ(parse_fault_source("auto"), FaultSource::automatic);
+    EXPECT_EQ(parse_fault_source("tracepoints"), FaultSource::tracepoints);
+    EXPECT_EQ(parse_fault_source("mm"), FaultSource::mm);
+    for (const char* bad : {"", "MM", "kprobe", "mm "}) {
+        try {
+            parse_fault_source(bad);
+            ADD_FAILURE() << "accepted '" << bad << "'";
+        } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find("--fault-source"), std::string::npos);
+            EXPECT_EQ(e.exit_code(), 2);
+        }
+    }
+}
+
+TEST(FaultSource, AutoTakesMmWhereTheCopiesCanBeProbed) {
+    auto f = usable_features();
+    f.rss_stat_per_change = f.find_vma_helper = true;
+    EXPECT_FALSE(f.cow_source().mm) << "no kprobes: the tracepoints";
+    EXPECT_TRUE(f.cow_source().paired);
+    f.kprobe_pmu = true;
+    f.do_wp_page_symbol = true;
+    EXPECT_FALSE(f.cow_source().mm) << "do_wp_page alone tells less than pairing";
+    f.wp_page_copy_symbol = f.finish_fault_symbol = true;
+    const CowSource chosen = f.cow_source();
+    EXPECT_TRUE(chosen.mm);
+    EXPECT_TRUE(chosen.exact);
+    EXPECT_TRUE(chosen.exact_fills);
+    EXPECT_TRUE(chosen.wp_faults);
+    EXPECT_FALSE(chosen.paired) << "pairing needs the fault tracepoints";
+    EXPECT_EQ(cow_source_name(chosen).rfind("mm: ", 0), 0u) << cow_source_name(chosen);
+    // Asked for, each source is given where the kernel has it ...
+    EXPECT_FALSE(f.cow_source(FaultSource::tracepoints).mm);
+    EXPECT_TRUE(f.cow_source(FaultSource::tracepoints).exact) << "the kprobe beside";
+    // ... and no x86 tracepoints (arm64) makes mm the only way, even with do_wp_page alone.
+    f.tp_page_fault_user = f.tp_page_fault_kernel = false;
+    f.wp_page_copy_symbol = false;
+    EXPECT_TRUE(f.cow_source().mm);
+    EXPECT_FALSE(f.cow_source().exact);
+    EXPECT_TRUE(blocking_problems(f).empty()) << "mm mode is enough to run";
+    EXPECT_THROW(f.cow_source(FaultSource::tracepoints), Error);
+}
+
+TEST(FaultSource, MmAskedForWithoutKprobesIsAOneLineError) {
+    auto f = usable_features();
+    f.do_wp_page_symbol = true;
+    try {
+        f.cow_source(FaultSource::mm);
+        ADD_FAILURE() << "mm without kprobes";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("kprobe PMU"), std::string::npos) << e.what();
+    }
+    f.kprobe_pmu = true;
+    f.do_wp_page_symbol = false;
+    EXPECT_THROW(f.cow_source(FaultSource::mm), Error) << "nothing to probe";
+    f.tp_page_fault_user = false;
+    const auto problems = blocking_problems(f);
+    ASSERT_EQ(problems.size(), 1u) << "neither fault source";
+    EXPECT_NE(problems[0].find("do_wp_page"), std::string::npos);
+}
+
+TEST(ProbeSymbols, FindsSuffixedNamesAndSkipsColdPartsAndModules) {
+    char pattern[] = "/tmp/kr-kallsyms-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    const std::filesystem::path root = pattern;
+    std::ofstream(root / "kallsyms") << "ffffffff81000000 T _stext\n"
+                                        "ffffffff815e2000 t do_wp_page.cold\n"
+                                        "ffffffff815e2d90 t wp_page_copy.isra.0\n"
+                                        "ffffffff815e3000 d finish_fault\n"
+                                        "ffffffffc0000000 t do_wp_page\t[some_module]\n"
+                                        "ffffffff815e4000 t do_wp_page_reuse\n"
+                                        "ffffffff815e5000 T finish_fault\n"
+                                        "garbage\n"
+                                        "ffffffff815e6000 t wp_page_copy\n";
+    const ProbeSymbols symbols = find_probe_symbols(root);
+    EXPECT_EQ(symbols.wp_page_copy, "wp_page_copy") << "the plain name wins";
+    EXPECT_EQ(symbols.finish_fault, "finish_fault") << "text symbols only";
+    EXPECT_EQ(symbols.do_wp_page, "") << "not .cold, not a module's, not a longer name";
+    std::ofstream(root / "kallsyms") << "ffffffff815e2d90 t wp_page_copy.constprop.0\n";
+    EXPECT_EQ(find_probe_symbols(root).wp_page_copy, "wp_page_copy.constprop.0");
+    std::filesystem::remove_all(root);
+    EXPECT_EQ(find_probe_symbols(root).wp_page_copy, "") << "no file";
 }
 
 TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {
