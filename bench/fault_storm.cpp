@@ -12,6 +12,7 @@
 #include <bpf/bpf.h>
 #include <linux/perf_event.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -382,9 +383,35 @@ int fault_programs() {
 //  perf-count a per-task software page-fault counter (perf_event_open, inherit) on the
 //             storm manager: its children count their faults without any tracepoint
 //  perf-other the same counter on another manager: the cost to an untracked process
-const std::vector<std::string> kConditions = {"none",       "kidreaper", "kidreaper-class",
-                                              "bpftrace",   "untracked", "empty",
-                                              "perf-count", "perf-other"};
+//  kidreaper-tp / untracked-tp  kidreaper and untracked with the tracepoints fault source
+//             forced, where the kernel's own choice is mm (the qemu guests): the two
+//             sources side by side
+//  kidreaper-mm-kprobe  mm attached by kprobes instead of fentry, tracking the storm
+//             manager (where mm exists)
+//  perf-bpf / perf-bpf-other  the per-task counter of perf-count / perf-other sampling every
+//             fault into an empty BPF program: the floor of a per-task fault source
+//  empty-rss  an empty raw_tp program on rss_stat alone: what untracked processes would
+//             still pay with a per-task fault source
+const std::vector<std::string> kConditions = {
+    "none",           "kidreaper",    "kidreaper-class",     "bpftrace",
+    "untracked",      "empty",        "perf-count",          "perf-other",
+    "kidreaper-tp",   "untracked-tp", "kidreaper-mm-kprobe", "perf-bpf",
+    "perf-bpf-other", "empty-rss"};
+
+// Whether a condition can run on this kernel (the mm ones need mm; the -tp ones exist
+// only where the kernel's own choice is mm, else they equal kidreaper and untracked).
+bool condition_possible(const std::string& condition, const kidreaper::KernelFeatures& features) {
+    if (condition == "kidreaper-tp" || condition == "untracked-tp") {
+        return features.cow_source().mm && features.fault_tracepoints();
+    }
+    if (condition == "kidreaper-mm-kprobe") {
+        return features.mm_fault_source();
+    }
+    if (condition == "kidreaper-class" || condition == "empty") {
+        return features.fault_tracepoints();
+    }
+    return true;
+}
 
 // What a condition itself attaches: raw_tp links on page_fault_user, and programs whose
 // name mentions faults (kidreaper: on_fault_user/kernel; bpftrace: page_fault_user/kern).
@@ -398,15 +425,21 @@ Hooks hooks_now() {
     return {raw_fault_links(), fault_programs()};
 }
 
-Hooks expected_hooks(const std::string& condition) {
-    if (condition == "kidreaper" || condition == "kidreaper-class" || condition == "untracked") {
-        return {1, 2};
+Hooks expected_hooks(const std::string& condition, const kidreaper::Observer* observer) {
+    if (observer != nullptr) {
+        // Fault tracepoints: a raw_tp link on page_fault_user and two fault programs; the
+        // kprobe/fentry on finish_fault (either source) is a program whose name says fault.
+        const kidreaper::CowSource& source = observer->cow_source();
+        return {source.mm ? 0 : 1, (source.mm ? 0 : 2) + (source.exact_fills ? 1 : 0)};
     }
     if (condition == "bpftrace") {
         return {0, 2};
     }
     if (condition == "empty") {
         return {1, 0};
+    }
+    if (condition == "empty-rss") {
+        return {0, 0};
     }
     return {0, 0};
 }
@@ -504,21 +537,51 @@ private:
 
 // A software page-fault counter on one process and the children it forks from now on
 // (inherit): no tracepoint, no BPF; the kernel counts in perf_sw_event().
+// With `with_program`, every fault is also a sample (period 1) that runs an empty BPF
+// program (BPF_PROG_TYPE_PERF_EVENT), inherited by the children like the counter: the
+// floor of a per-task fault source that runs a program only in the tracked processes.
 class PerfFaultCounter {
 public:
-    explicit PerfFaultCounter(pid_t pid) {
+    explicit PerfFaultCounter(pid_t pid, bool with_program = false) {
         perf_event_attr attr{};
         attr.size = sizeof attr;
         attr.type = PERF_TYPE_SOFTWARE;
         attr.config = PERF_COUNT_SW_PAGE_FAULTS;
         attr.inherit = 1;
+        if (with_program) {
+            attr.sample_period = 1;
+            attr.disabled = 1;  // enabled once the program is set
+        }
         fd_ = static_cast<int>(
             syscall(SYS_perf_event_open, &attr, pid, -1, -1, PERF_FLAG_FD_CLOEXEC));
         if (fd_ < 0) {
             throw std::runtime_error(std::string("perf_event_open: ") + std::strerror(errno));
         }
+        if (!with_program) {
+            return;
+        }
+        bpf_insn program[2] = {};
+        program[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+        program[1].code = BPF_JMP | BPF_EXIT;
+        prog_ =
+            bpf_prog_load(BPF_PROG_TYPE_PERF_EVENT, "kr_empty_perf", "GPL", program, 2, nullptr);
+        if (prog_ < 0 || ioctl(fd_, PERF_EVENT_IOC_SET_BPF, prog_) != 0 ||
+            ioctl(fd_, PERF_EVENT_IOC_ENABLE, 0) != 0) {
+            const int error = errno;
+            close(fd_);
+            if (prog_ >= 0) {
+                close(prog_);
+            }
+            throw std::runtime_error(std::string("perf event BPF program: ") +
+                                     std::strerror(error));
+        }
     }
-    ~PerfFaultCounter() { close(fd_); }
+    ~PerfFaultCounter() {
+        close(fd_);
+        if (prog_ >= 0) {
+            close(prog_);
+        }
+    }
     PerfFaultCounter(const PerfFaultCounter&) = delete;
     PerfFaultCounter& operator=(const PerfFaultCounter&) = delete;
     // The process's faults plus those of its exited children.
@@ -529,6 +592,7 @@ public:
 
 private:
     int fd_ = -1;
+    int prog_ = -1;
 };
 
 // Whatever one condition attaches, for as long as it lives.
@@ -552,14 +616,23 @@ std::function<void(pid_t)> first_poll(const Attached& attached) {
 Attached attach(const std::string& condition, const std::string& bpftrace, pid_t storm_manager,
                 pid_t other_manager, const kidreaper::ProcFs& proc, const kidreaper::Logger& log) {
     Attached attached;
-    if (condition == "kidreaper" || condition == "kidreaper-class" || condition == "untracked") {
-        const kidreaper::CowSource source = condition == "kidreaper-class"
-                                                ? kidreaper::CowSource{}
-                                                : kidreaper::probe_features().cow_source();
-        attached.observer =
-            std::make_unique<kidreaper::Observer>(kidreaper::ObserverOptions{.cow = source}, log);
-        kidreaper::track_manager(*attached.observer, proc,
-                                 condition == "untracked" ? other_manager : storm_manager);
+    if (condition.starts_with("kidreaper") || condition.starts_with("untracked")) {
+        const kidreaper::KernelFeatures features = kidreaper::probe_features();
+        kidreaper::CowSource source = features.cow_source();
+        if (condition == "kidreaper-class") {
+            source = {};
+        } else if (condition.ends_with("-tp")) {
+            source = features.cow_source(kidreaper::FaultSource::tracepoints);
+        } else if (condition == "kidreaper-mm-kprobe") {
+            source = features.cow_source(kidreaper::FaultSource::mm);
+        }
+        attached.observer = std::make_unique<kidreaper::Observer>(
+            kidreaper::ObserverOptions{.cow = source,
+                                       .prefer_fentry = condition != "kidreaper-mm-kprobe"},
+            log);
+        kidreaper::track_manager(
+            *attached.observer, proc,
+            condition.starts_with("untracked") ? other_manager : storm_manager);
     } else if (condition == "bpftrace") {
         attached.tracer = std::make_unique<Bpftrace>(
             bpftrace, bpftrace_script(storm_manager, proc.children_of(storm_manager)));
@@ -568,9 +641,13 @@ Attached attach(const std::string& condition, const std::string& bpftrace, pid_t
             std::vector<std::pair<const char*, const char*>>{{"page_fault_user", "kr_empty_pfu"},
                                                              {"page_fault_kernel", "kr_empty_pfk"},
                                                              {"rss_stat", "kr_empty_rss"}});
-    } else if (condition == "perf-count" || condition == "perf-other") {
+    } else if (condition == "empty-rss") {
+        attached.empty = std::make_unique<EmptyRawTp>(
+            std::vector<std::pair<const char*, const char*>>{{"rss_stat", "kr_empty_rss"}});
+    } else if (condition.starts_with("perf-")) {
         attached.perf = std::make_unique<PerfFaultCounter>(
-            condition == "perf-count" ? storm_manager : other_manager);
+            condition == "perf-count" || condition == "perf-bpf" ? storm_manager : other_manager,
+            condition.starts_with("perf-bpf"));
     }
     return attached;
 }
@@ -622,18 +699,19 @@ int run_faults(const Args& args) {
     StormManager storm_manager(cow_bytes, fresh_bytes, cpu);
     IdleManager other_manager(8, 16ULL << 20);  // tracked in the "untracked" condition
 
+    const kidreaper::KernelFeatures features = kidreaper::probe_features();
     std::vector<std::string> conditions;
     const std::string wanted =
         "," +
-        args.get_or(
-            "--conditions",
-            "none,kidreaper,kidreaper-class,bpftrace,untracked,empty,perf-count,perf-other") +
+        args.get_or("--conditions",
+                    "none,kidreaper,kidreaper-class,bpftrace,untracked,empty,perf-count,perf-other,"
+                    "perf-bpf,perf-bpf-other,empty-rss") +
         ",";
     for (const auto& name : kConditions) {
         if (wanted.find("," + name + ",") == std::string::npos) {
             continue;
         }
-        if (name != "bpftrace" || have_bpftrace) {
+        if ((name != "bpftrace" || have_bpftrace) && condition_possible(name, features)) {
             conditions.push_back(name);
         }
     }
@@ -641,6 +719,7 @@ int run_faults(const Args& args) {
         throw std::runtime_error("--conditions must include none (the baseline)");
     }
     std::map<std::string, Series> series;
+    Json modes = Json::object();  // condition -> the observer's mode, as attached
     Json samples = Json::array();
     Json checks = Json::array();
     int foreign = 0;
@@ -655,7 +734,10 @@ int run_faults(const Args& args) {
         for (const auto& condition : order) {
             Attached attached =
                 attach(condition, bpftrace, storm_manager.pid(), other_manager.pid(), proc, log);
-            const Hooks expected = expected_hooks(condition);
+            const Hooks expected = expected_hooks(condition, attached.observer.get());
+            if (attached.observer && !modes.contains(condition)) {
+                modes[condition] = kidreaper::cow_source_name(attached.observer->cow_source());
+            }
             Series& data = series[condition];
             data.round_cow.emplace_back();
             data.round_fresh.emplace_back();
@@ -782,8 +864,9 @@ int run_faults(const Args& args) {
                 const auto ids_before_setup = prog_ids();
                 Attached attached = attach(condition, bpftrace, storm_manager.pid(),
                                            other_manager.pid(), proc, log);
-                const bool ours_only = wait_for_hooks(expected_hooks(condition),
-                                                      std::max(budgeted(hooks_wait_ms), 1000));
+                const bool ours_only =
+                    wait_for_hooks(expected_hooks(condition, attached.observer.get()),
+                                   std::max(budgeted(hooks_wait_ms), 1000));
                 clean.try_emplace(condition, true);
                 clean[condition] = clean[condition] && ours_only;
                 const auto before = prog_stats();
@@ -876,6 +959,8 @@ int run_faults(const Args& args) {
                     {"bpftrace_skipped", bpftrace_skip},
                     {"bpftrace_script", bpftrace_script(storm_manager.pid(), {})},
                     {"conditions", conditions},
+                    {"modes", modes},
+                    {"kernel_fault_source", features.cow_source().mm ? "mm" : "tracepoints"},
                     {"results", results},
                     {"checks", checks},
                     {"attribution", attribution},
