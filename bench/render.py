@@ -25,6 +25,8 @@ UNTRACKED_MAX_RATIO = 1.01  # untracked processes within 1%
 POLL_1000_MAX_MS = 5.0  # CPU per poll of 1000 children
 DAEMON_MAX_CPU_PERCENT = 0.5  # of one core, 1000 children, 1 s interval
 DAEMON_MAX_RSS_MIB = 30.0
+POLL_SIZE_MAX_RATIO = 1.2  # flat in size: the largest size's poll at most 1.2x the smallest's
+POLL_COUNT_SLACK = 1.2  # linear or better in count: at most 1.2x the count ratio
 REACTION_SLACK_MS = 100.0  # within one interval plus this
 
 
@@ -201,9 +203,16 @@ def render_poll(d, lines, targets):
         "child, for scale."
     )
     lines.append("")
+    if d.get("shape") == "curve":
+        lines.append("The run covers the cost curve, not the cross product: the counts at the "
+                     "smallest size, the sizes at one count. smaps_rollup is read at most "
+                     "until a few seconds have passed (at least once): its polls column says how "
+                     "many.")
+        lines.append("")
     lines.append("| children | inherited per child | kidreaper poll ms: median / mean / max "
-                 "| map read ms | smaps_rollup ms | smaps / kidreaper (mean) | status ms | stat ms |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| us per child (mean) | map read ms | smaps_rollup ms (polls) "
+                 "| smaps / kidreaper (mean) | status ms | stat ms |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     worst_1000 = 0.0
     for c in d["configs"]:
         w = c["watcher_poll"]["cpu_ms"]
@@ -211,36 +220,65 @@ def render_poll(d, lines, targets):
         s = c["smaps_every_child"]["cpu_ms"]
         ratio = s["median"] / w["mean"] if w["mean"] > 0 else float("inf")
         lines.append(
-            f"| {c['children']} | {c['inherited_mib']} MiB "
+            f"| {c['children']:,} | {mib_text(c['inherited_mib'])} "
             f"| {w['median']:.3f} / {w['mean']:.3f} / {w['max']:.3f} "
-            f"| {m['median']:.3f} | {s['median']:.1f} | {ratio:,.0f}x "
+            f"| {w['mean'] * 1000 / c['children']:.2f} "
+            f"| {m['median']:.3f} | {s['median']:.1f} ({s['n']}) | {ratio:,.0f}x "
             f"| {c['status_every_child']['cpu_ms']['median']:.2f} "
             f"| {c['stat_every_child']['cpu_ms']['median']:.2f} |"
         )
         if c["children"] == 1000:
             worst_1000 = max(worst_1000, w["mean"], w["max"])
     lines.append("")
-    sizes = sorted({c["inherited_mib"] for c in d["configs"]})
+    configs = {(c["children"], c["inherited_mib"]): c for c in d["configs"]}
+    poll_mean = lambda c: c["watcher_poll"]["cpu_ms"]["mean"]
+    # Size: at the count measured at the most sizes; count: at the smallest size.
+    counts = sorted({n for n, _ in configs})
+    at_count = max(counts, key=lambda n: (sum(1 for k in configs if k[0] == n), n))
+    sizes = sorted(size for n, size in configs if n == at_count)
+    curve = []
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
-        pick = lambda size: next((c for c in d["configs"]
-                                  if c["inherited_mib"] == size and c["children"] == 1000), None)
-        a, b = pick(small), pick(large)
-        if a and b:
-            lines.append(
-                f"Size dependence at 1000 children, {small} MiB -> {large} MiB per child: "
-                f"kidreaper {a['watcher_poll']['cpu_ms']['mean']:.3f} -> "
-                f"{b['watcher_poll']['cpu_ms']['mean']:.3f} ms; smaps_rollup "
-                f"{a['smaps_every_child']['cpu_ms']['median']:.0f} -> "
-                f"{b['smaps_every_child']['cpu_ms']['median']:.0f} ms."
-            )
-            lines.append("")
+        a, b = configs[(at_count, small)], configs[(at_count, large)]
+        size_ratio = poll_mean(b) / poll_mean(a)
+        lines.append(
+            f"Size dependence at {at_count:,} children, {mib_text(small)} -> {mib_text(large)} per "
+            f"child: kidreaper {poll_mean(a):.3f} -> {poll_mean(b):.3f} ms ({size_ratio:.2f}x); "
+            f"smaps_rollup {a['smaps_every_child']['cpu_ms']['median']:.0f} -> "
+            f"{b['smaps_every_child']['cpu_ms']['median']:.0f} ms."
+        )
+        curve.append((f"{mib_text(large)} / {mib_text(small)} at {at_count:,} children "
+                      f"{size_ratio:.2f}x (at most {POLL_SIZE_MAX_RATIO:.1f}x)",
+                      size_ratio <= POLL_SIZE_MAX_RATIO))
+    smallest = min(size for _, size in configs)
+    by_count = sorted(n for n, size in configs if size == smallest)
+    if len(by_count) >= 2:
+        few, many = by_count[-2], by_count[-1]
+        a, b = configs[(few, smallest)], configs[(many, smallest)]
+        count_ratio = poll_mean(b) / poll_mean(a)
+        bound = many / few * POLL_COUNT_SLACK
+        lines.append(
+            f"Count dependence at {mib_text(smallest)} per child: "
+            + " -> ".join(f"{n:,}: {poll_mean(configs[(n, smallest)]):.3f} ms" for n in by_count)
+            + f"; {few:,} -> {many:,} children: {count_ratio:.1f}x for {many / few:.0f}x the "
+            "children."
+        )
+        curve.append((f"{many:,} / {few:,} children at {mib_text(smallest)} {count_ratio:.1f}x "
+                      f"(at most {bound:.0f}x)", count_ratio <= bound))
+    lines.append("")
     typical = max((c["watcher_poll"]["cpu_ms"]["median"] for c in d["configs"]
                    if c["children"] == 1000), default=0.0)
     targets.append(("A poll of 1000 children under 5 ms of CPU",
                     f"worst of {d.get('polls', 32)} polls {worst_1000:.2f} ms; "
                     f"median {typical:.2f} ms",
                     worst_1000 < POLL_1000_MAX_MS))
+    if len(curve) == 2:
+        targets.append(("Poll cost flat in size, linear or better in count (mean per poll)",
+                        "; ".join(text for text, _ in curve), all(ok for _, ok in curve)))
+
+
+def mib_text(value):
+    return f"{value // 1024} GiB" if value >= 1024 and value % 1024 == 0 else f"{value} MiB"
 
 
 def render_reaction(d, lines, targets):
