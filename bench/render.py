@@ -3,7 +3,7 @@
 
 Usage: render.py --results DIR [--doc docs/performance.md] [--command TEXT] [--seconds N]
 
-Reads DIR/{faults,poll,reaction,footprint}.json (any may be missing), prints the section
+Reads DIR/{faults,poll,reaction,footprint,host}.json (any may be missing), prints the section
 and, with --doc, replaces the text between the BEGIN/END GENERATED markers of that file.
 Standard library only.
 """
@@ -27,6 +27,8 @@ DAEMON_MAX_CPU_PERCENT = 0.5  # of one core, 1000 children, 1 s interval
 DAEMON_MAX_RSS_MIB = 30.0
 POLL_SIZE_MAX_RATIO = 1.2  # flat in size: the largest size's poll at most 1.2x the smallest's
 POLL_COUNT_SLACK = 1.2  # linear or better in count: at most 1.2x the count ratio
+HOST_POLL_MAX_MS = 10.0  # CPU to poll a host's 2000 children once, 1 s interval
+HOST_MAX_RSS_MIB = 64.0
 REACTION_SLACK_MS = 100.0  # within one interval plus this
 
 
@@ -349,6 +351,183 @@ def render_footprint(d, lines, targets):
                         rss < DAEMON_MAX_RSS_MIB))
 
 
+def render_host(d, lines, targets):
+    fleet, single = d["fleet"], d["single"]
+    fw, sw = fleet.get("window"), single.get("window")
+    managers, per = d["managers"], d["children_per_manager"]
+    total = managers * per
+    lines.append("### 6. A whole host")
+    lines.append("")
+    lines.append(
+        f"{managers} managers of {per} idle children ({total:,} children; each manager wrote "
+        f"{d['preload_bytes'] >> 20} MiB that its children inherit). There is no multi-service "
+        f"daemon yet, so kidreaper runs as one process per manager: {managers} real "
+        f"`kidreaper reap --pid M --limit 100GiB --interval {d['interval']}`, started together. "
+        f"For comparison, as the proxy for one daemon: one kidreaper process watching one manager "
+        f"with {single['children']:,} children. CPU from /proc/PID/schedstat over "
+        f"{fw['wall_s']:.0f} s starting {fw['from_s']:.0f} s after the last instance's start "
+        "(the one process: "
+        + (f"{sw['wall_s']:.0f} s from {sw['from_s']:.0f} s" if sw else "not measured")
+        + "); polls = window / interval per process (their voluntary context switches, one "
+        "sleep per tick, agree: "
+        f"{fw['voluntary_switches_per_s_each']['median']:.2f} per second). RSS = VmRSS; PSS from "
+        "/proc/PID/smaps_rollup (the instances share the binary's and libraries' pages); "
+        "medians over the window's samples."
+    )
+    lines.append("")
+    st = fleet["startup"]
+    lines.append(f"| | {managers} processes, one per manager (today) "
+                 f"| one process, {single['children']:,} children (one daemon) |")
+    lines.append("|---|---:|---:|")
+
+    def both(label, fleet_text, single_text):
+        lines.append(f"| {label} | {fleet_text} | {single_text} |")
+
+    if fw and sw:
+        both("CPU per poll of one process (total CPU / polls)",
+             f"{fw['cpu_ms_per_poll']:.3f} ms ({per} children)",
+             f"{sw['cpu_ms_per_poll']:.3f} ms")
+        both(f"CPU to poll all {total:,} children once (total CPU per interval)",
+             f"{fw['cpu_ms_per_round']:.2f} ms", f"{sw['cpu_ms_per_round']:.2f} ms")
+        e = fw["cpu_ms_per_poll_each"]
+        both("CPU per poll, per process: median / max",
+             f"{e['median']:.3f} / {e['max']:.3f} ms", "")
+        both("CPU, % of one core (all processes)", f"{fw['cpu_percent_total']:.2f}%",
+             f"{sw['cpu_percent_total']:.2f}%")
+        both("RSS (sum over processes), MiB", f"{fw['rss_mib_sum']['median']:.1f}",
+             f"{sw['rss_mib_sum']['median']:.1f}")
+        both("PSS (sum), MiB: total (anon + file)",
+             f"{fw['pss_mib_sum']['median']:.1f} ({fw['pss_anon_mib_sum']['median']:.1f} + "
+             f"{fw['pss_file_mib_sum']['median']:.1f})",
+             f"{sw['pss_mib_sum']['median']:.1f} ({sw['pss_anon_mib_sum']['median']:.1f} + "
+             f"{sw['pss_file_mib_sum']['median']:.1f})")
+        both("RSS per process: median / max, MiB; peak VmHWM",
+             f"{fw['rss_mib_each']['median']:.1f} / {fw['rss_mib_each']['max']:.1f}; "
+             f"{fw['hwm_mib_max']:.1f}", f"{sw['rss_mib_each']['median']:.1f}; "
+             f"{sw['hwm_mib_max']:.1f}")
+    b = fleet["bpf"]
+    sb = single.get("bpf", {})
+    both("BPF kernel memory (memlock of maps and programs, not in RSS)",
+         f"{b['memlock_mib_total']:.0f} MiB ({b['memlock_mib_each']['median']:.1f} each)",
+         f"{sb.get('memlock_bytes', 0) / 1048576:.1f} MiB")
+    both("BPF objects per process: programs / maps / links",
+         f"{b['programs_each']['median']:.0f} / {b['maps_each']['median']:.0f} / "
+         f"{b['links_each']['median']:.0f} ({b['page_fault_user_links_system']} programs on "
+         "page_fault_user in all)",
+         f"{sb.get('programs', 0)} / {sb.get('maps', 0)} / {sb.get('links', 0)}")
+    sst = single["startup"]
+    both("Start-up: spawn to every `start` event; per process (median / max)",
+         f"{st['all_started_s']:.1f} s; {st['wall_s_each']['median']:.2f} / "
+         f"{st['wall_s_each']['max']:.2f} s",
+         f"{sst['all_started_s']:.2f} s")
+    both("Started", f"{st['started']} of {st['instances']}"
+         + "".join(f"; restart: {r['started']} in {r['all_started_s']:.1f} s"
+                   for r in fleet.get("restarts", [])),
+         f"{sst['started']} of {sst['instances']}")
+    both("Forking the children", f"{fleet['fork_seconds']:.1f} s",
+         f"{single['fork_seconds']:.1f} s")
+    lines.append("")
+
+    r = d["reaction"]
+    trials = r["trials"]
+    failed = sum(1 for t in trials if "error" in t)
+    rm = r["reaction_ms"]
+    within = rm["n"] == len(trials) and rm["n"] > 0 and rm["max"] <= r["bound_ms"]
+    lines.append(
+        f"Reaction on the loaded host: manager 0 forks a grower per trial and its instance has "
+        f"`--limit {r['limit_bytes'] >> 20}MiB --no-idle-wait --stagger 0s`; the grower writes "
+        f"{r['grow_bytes'] >> 20} MiB of fresh memory at a random phase of the ticks, while the "
+        f"other {managers - 1} instances run. {len(trials)} trials: median {rm['median']:.0f} ms, "
+        f"max {rm['max']:.0f} ms (bound: interval + 100 ms = {r['bound_ms']:.0f} ms: "
+        f"{'within' if within else 'NOT within'})"
+        + (f"; {failed} trial(s) without a signal" if failed else "") + "."
+    )
+    lines.append("")
+
+    f = d["faults"]
+    by = {"none": {"cow": [], "fresh": []}, "attached": {"cow": [], "fresh": []}}
+    counts = {"none": 0, "attached": 0}
+    links = {"none": set(), "attached": set()}
+    for block in f["blocks"]:
+        c = block["condition"]
+        counts[c] += 1
+        links[c].add(block["page_fault_user_links"])
+        for storm in block["storms"]:
+            by[c]["cow"].append(storm["cow_ns"])
+            by[c]["fresh"].append(storm["fresh_ns"])
+    # Paired: each attached block against the mean of the none blocks around it.
+    paired = {"cow": [], "fresh": []}
+    blocks = f["blocks"]
+    for i, block in enumerate(blocks):
+        if block["condition"] != "attached":
+            continue
+        around = [blocks[j] for j in (i - 1, i + 1)
+                  if 0 <= j < len(blocks) and blocks[j]["condition"] == "none"]
+        for kind, key in (("cow", "cow_ns"), ("fresh", "fresh_ns")):
+            mine = statistics.median(s[key] for s in block["storms"])
+            base = statistics.mean(statistics.median(s[key] for s in nb["storms"]) for nb in around)
+            paired[kind].append(mine / base)
+    lines.append(
+        f"What the {managers} instances cost everyone else: each attaches its own programs to the "
+        f"same page-fault tracepoints, so every fault of every process runs all of them. A storm "
+        f"process nobody tracks writes {f['storm_bytes'] >> 20} MiB it inherited (COW faults) and "
+        f"{f['storm_bytes'] >> 20} MiB of fresh memory (first-touch faults), one store per page, "
+        "pinned to the last CPU; ns/fault = median over 64-page chunks, then over storms. Blocks "
+        "alternate: none (no instance), all attached, none, ... (the instances are stopped and "
+        "started between blocks); ratio = median / median of `none`, 90% interval by bootstrap; "
+        "paired = each attached block against the none blocks on either side."
+    )
+    lines.append("")
+    lines.append("| condition | blocks x storms | programs on page_fault_user | COW ns/fault "
+                 "| COW ratio (90% interval) | paired | first-touch ns/fault "
+                 "| first-touch ratio (90% interval) | paired |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, label in (("none", "none"), ("attached", f"{managers} instances attached")):
+        data = by[c]
+        if not data["cow"]:
+            continue
+        row = [label, f"{counts[c]} x {len(data['cow']) // max(counts[c], 1)}",
+               "/".join(str(x) for x in sorted(links[c]))]
+        for kind in ("cow", "fresh"):
+            med = statistics.median(data[kind])
+            row.append(f"{med:.0f}")
+            if c == "none":
+                row += ["1.000", ""]
+            else:
+                ratio = med / statistics.median(by["none"][kind])
+                ci = bootstrap_ratio(data[kind], by["none"][kind])
+                row.append(f"{ratio:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+                row.append(", ".join(f"{x:.3f}" for x in paired[kind]))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    klog = d.get("kernel_log", [])
+    if klog:
+        lines.append(f"New kernel log lines during the run ({len(klog)}; first 10):")
+        lines.append("")
+        lines.append("```")
+        lines.extend(klog[:10])
+        lines.append("```")
+    else:
+        lines.append("No new kernel log lines during the run (BPF loads, memory, fds: no "
+                     "complaints).")
+    lines.append("")
+
+    if fw and sw:
+        targets.append((
+            f"{total:,} children: under 10 ms of CPU per poll at 1 s (verdict on today's "
+            f"{managers} processes)",
+            f"{managers} processes: {fw['cpu_ms_per_round']:.1f} ms per poll of all children "
+            f"({fw['cpu_ms_per_poll']:.2f} ms per process); one process: "
+            f"{sw['cpu_ms_per_round']:.1f} ms",
+            fw["cpu_ms_per_round"] < HOST_POLL_MAX_MS))
+        targets.append((
+            f"{total:,} children: under 64 MiB RSS (verdict on today's {managers} processes)",
+            f"{managers} processes: {fw['rss_mib_sum']['median']:.0f} MiB summed "
+            f"(PSS {fw['pss_mib_sum']['median']:.0f} MiB); one process: "
+            f"{sw['rss_mib_sum']['median']:.1f} MiB",
+            fw["rss_mib_sum"]["median"] < HOST_MAX_RSS_MIB))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--results", required=True)
@@ -361,7 +540,8 @@ def main():
     poll = load(args.results, "poll")
     reaction = load(args.results, "reaction")
     footprint = load(args.results, "footprint")
-    docs = [d for d in (faults, poll, reaction, footprint) if d]
+    host = load(args.results, "host")
+    docs = [d for d in (faults, poll, reaction, footprint, host) if d]
     if not docs:
         sys.exit("render.py: no results in " + args.results)
     machine = docs[0]["machine"]
@@ -376,6 +556,8 @@ def main():
         render_reaction(reaction, body, targets)
     if footprint:
         render_footprint(footprint, body, targets)
+    if host:
+        render_host(host, body, targets)
 
     # The run's start: scripts/bench names the results directory after it (UTC).
     try:
