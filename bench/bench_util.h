@@ -132,6 +132,7 @@ int run_faults(const Args& args);
 int run_poll(const Args& args);
 int run_reaction(const Args& args);
 int run_footprint(const Args& args);
+int run_host(const Args& args);
 
 // Writes `doc` to the --out file (or stdout), pretty-printed.
 void emit(const Args& args, const Json& doc);

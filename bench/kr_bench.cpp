@@ -3,6 +3,8 @@
 //   kr-bench poll      [--children 10,100,1000] [--sizes-mib 16,256] [--polls N] [--smaps-polls N]
 //   kr-bench reaction  --kidreaper PATH [--intervals 250ms,500ms,1s] [--trials N] [--limit-mib M]
 //   kr-bench footprint --kidreaper PATH [--children N] [--preload-mib M] [--seconds S] [--warmup S]
+//   kr-bench host      --kidreaper PATH [--managers N] [--children N] [--seconds S] [--warmup S]
+//                      [--trials N] [--storms N] [--single-children N] [--single-seconds S]
 // Each writes one JSON document to --out FILE (or stdout). Needs root (BPF).
 #include <unistd.h>
 
@@ -14,7 +16,7 @@
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: kr-bench faults|poll|reaction|footprint [--out FILE] ...\n");
+        std::fprintf(stderr, "usage: kr-bench faults|poll|reaction|footprint|host [--out FILE] ...\n");
         return 2;
     }
     if (geteuid() != 0) {
@@ -38,6 +40,9 @@ int main(int argc, char** argv) {
         }
         if (command == "footprint") {
             return krbench::run_footprint(args);
+        }
+        if (command == "host") {
+            return krbench::run_host(args);
         }
         std::fprintf(stderr, "kr-bench: unknown benchmark %s\n", command.c_str());
         return 2;

@@ -8,8 +8,10 @@
 // CPU is the harness thread's CPU clock (user + system) around each poll.
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 
 #include "bench_util.h"
 #include "log.h"
@@ -36,9 +38,10 @@ struct Timing {
 };
 
 // Runs `poll` until it ran at least `min_runs` times and for `min_seconds` of wall time,
-// or `max_runs` times.
+// or `max_runs` times, or (after its first run) for `max_seconds` of wall time.
 template <typename Poll>
-Timing time_polls(Poll&& poll, int min_runs, int max_runs, double min_seconds) {
+Timing time_polls(Poll&& poll, int min_runs, int max_runs, double min_seconds,
+                  double max_seconds = 1e9) {
     Timing timing;
     const std::uint64_t started = mono_ns();
     for (int run = 0; run < max_runs; ++run) {
@@ -49,7 +52,8 @@ Timing time_polls(Poll&& poll, int min_runs, int max_runs, double min_seconds) {
         const std::uint64_t cpu1 = thread_cpu_ns();
         timing.cpu_ms.push_back(static_cast<double>(cpu1 - cpu0) / 1e6);
         timing.wall_ms.push_back(static_cast<double>(wall1 - wall0) / 1e6);
-        if (run + 1 >= min_runs && static_cast<double>(mono_ns() - started) / 1e9 >= min_seconds) {
+        const double elapsed = static_cast<double>(mono_ns() - started) / 1e9;
+        if ((run + 1 >= min_runs && elapsed >= min_seconds) || elapsed >= max_seconds) {
             break;
         }
     }
@@ -70,12 +74,34 @@ int run_poll(const Args& args) {
     // Watcher::poll re-checks /proc every 16th poll: a multiple of 16 polls gives the mean.
     const int polls = static_cast<int>(args.get_long("--polls", 32));
     const int smaps_polls = static_cast<int>(args.get_long("--smaps-polls", 5));
+    // Reading smaps_rollup of 100 children of 4 GiB, or of 10,000 children, takes seconds:
+    // after its first run, the comparison stops at this much wall time.
+    const double smaps_seconds = static_cast<double>(args.get_long("--smaps-seconds", 3));
+    // cross: every count at every size. curve: the cost curve, not the cross product: the
+    // counts at --curve-mib (one of the sizes) and the sizes at --curve-children (one of
+    // the counts).
+    const std::string shape = args.get_or("--shape", "cross");
+    const long curve_mib = args.get_long("--curve-mib", sizes.front());
+    const long curve_children = args.get_long("--curve-children", 100);
+    if (shape != "cross" && shape != "curve") {
+        throw std::runtime_error("--shape must be cross or curve");
+    }
+    if (shape == "curve" &&
+        (std::find(sizes.begin(), sizes.end(), curve_mib) == sizes.end() ||
+         std::find(counts.begin(), counts.end(), curve_children) == counts.end())) {
+        throw std::runtime_error(
+            "--curve-mib must be one of --sizes-mib, --curve-children one of "
+            "--children");
+    }
 
     kidreaper::Logger log(kidreaper::LogLevel::warn);
     const kidreaper::ProcFs proc;
     Json configs = Json::array();
     for (long size_mib : sizes) {
         for (long count : counts) {
+            if (shape == "curve" && size_mib != curve_mib && count != curve_children) {
+                continue;
+            }
             const std::uint64_t preload = static_cast<std::uint64_t>(size_mib) << 20;
             // The manager is forked before the observer exists (no BPF fds inherited).
             IdleManager manager(static_cast<std::size_t>(count), preload);
@@ -96,14 +122,14 @@ int run_poll(const Args& args) {
                         (void)proc.stat(child);
                     }
                 },
-                polls, polls * 4, 0.5);
+                polls, polls * 4, 0.5, 2.0);
             const Timing status_all = time_polls(
                 [&]() {
                     for (pid_t child : children) {
                         (void)proc.status(child);
                     }
                 },
-                polls, polls * 4, 0.5);
+                polls, polls * 4, 0.5, 2.0);
             std::uint64_t smaps_rss = 0;
             const Timing smaps_all = time_polls(
                 [&]() {
@@ -114,7 +140,7 @@ int run_poll(const Args& args) {
                         }
                     }
                 },
-                std::min(3, smaps_polls), smaps_polls, 1.0);
+                std::min(3, smaps_polls), smaps_polls, 1.0, smaps_seconds);
             const double n = static_cast<double>(count);
             configs.push_back({{"children", count},
                                {"inherited_mib", size_mib},
@@ -142,6 +168,7 @@ int run_poll(const Args& args) {
                     {"machine", machine_facts()},
                     {"possible_cpus", online_cpus()},
                     {"polls", polls},
+                    {"shape", shape},
                     {"configs", configs}});
     return 0;
 }

@@ -3,7 +3,7 @@
 
 Usage: render.py --results DIR [--doc docs/performance.md] [--command TEXT] [--seconds N]
 
-Reads DIR/{faults,poll,reaction,footprint}.json (any may be missing), prints the section
+Reads DIR/{faults,poll,reaction,footprint,host}.json (any may be missing), prints the section
 and, with --doc, replaces the text between the BEGIN/END GENERATED markers of that file.
 Standard library only.
 """
@@ -25,6 +25,10 @@ UNTRACKED_MAX_RATIO = 1.01  # untracked processes within 1%
 POLL_1000_MAX_MS = 5.0  # CPU per poll of 1000 children
 DAEMON_MAX_CPU_PERCENT = 0.5  # of one core, 1000 children, 1 s interval
 DAEMON_MAX_RSS_MIB = 30.0
+POLL_SIZE_MAX_RATIO = 1.2  # flat in size: the largest size's poll at most 1.2x the smallest's
+POLL_COUNT_SLACK = 1.2  # linear or better in count: at most 1.2x the count ratio
+HOST_POLL_MAX_MS = 10.0  # CPU to poll a host's 2000 children once, 1 s interval
+HOST_MAX_RSS_MIB = 64.0
 REACTION_SLACK_MS = 100.0  # within one interval plus this
 
 
@@ -217,9 +221,16 @@ def render_poll(d, lines, targets):
         "child, for scale."
     )
     lines.append("")
+    if d.get("shape") == "curve":
+        lines.append("The run covers the cost curve, not the cross product: the counts at the "
+                     "smallest size, the sizes at one count. smaps_rollup is read at most "
+                     "until a few seconds have passed (at least once): its polls column says how "
+                     "many.")
+        lines.append("")
     lines.append("| children | inherited per child | kidreaper poll ms: median / mean / max "
-                 "| map read ms | smaps_rollup ms | smaps / kidreaper (mean) | status ms | stat ms |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| us per child (mean) | map read ms | smaps_rollup ms (polls) "
+                 "| smaps / kidreaper (mean) | status ms | stat ms |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     worst_1000 = 0.0
     for c in d["configs"]:
         w = c["watcher_poll"]["cpu_ms"]
@@ -227,36 +238,65 @@ def render_poll(d, lines, targets):
         s = c["smaps_every_child"]["cpu_ms"]
         ratio = s["median"] / w["mean"] if w["mean"] > 0 else float("inf")
         lines.append(
-            f"| {c['children']} | {c['inherited_mib']} MiB "
+            f"| {c['children']:,} | {mib_text(c['inherited_mib'])} "
             f"| {w['median']:.3f} / {w['mean']:.3f} / {w['max']:.3f} "
-            f"| {m['median']:.3f} | {s['median']:.1f} | {ratio:,.0f}x "
+            f"| {w['mean'] * 1000 / c['children']:.2f} "
+            f"| {m['median']:.3f} | {s['median']:.1f} ({s['n']}) | {ratio:,.0f}x "
             f"| {c['status_every_child']['cpu_ms']['median']:.2f} "
             f"| {c['stat_every_child']['cpu_ms']['median']:.2f} |"
         )
         if c["children"] == 1000:
             worst_1000 = max(worst_1000, w["mean"], w["max"])
     lines.append("")
-    sizes = sorted({c["inherited_mib"] for c in d["configs"]})
+    configs = {(c["children"], c["inherited_mib"]): c for c in d["configs"]}
+    poll_mean = lambda c: c["watcher_poll"]["cpu_ms"]["mean"]
+    # Size: at the count measured at the most sizes; count: at the smallest size.
+    counts = sorted({n for n, _ in configs})
+    at_count = max(counts, key=lambda n: (sum(1 for k in configs if k[0] == n), n))
+    sizes = sorted(size for n, size in configs if n == at_count)
+    curve = []
     if len(sizes) >= 2:
         small, large = sizes[0], sizes[-1]
-        pick = lambda size: next((c for c in d["configs"]
-                                  if c["inherited_mib"] == size and c["children"] == 1000), None)
-        a, b = pick(small), pick(large)
-        if a and b:
-            lines.append(
-                f"Size dependence at 1000 children, {small} MiB -> {large} MiB per child: "
-                f"kidreaper {a['watcher_poll']['cpu_ms']['mean']:.3f} -> "
-                f"{b['watcher_poll']['cpu_ms']['mean']:.3f} ms; smaps_rollup "
-                f"{a['smaps_every_child']['cpu_ms']['median']:.0f} -> "
-                f"{b['smaps_every_child']['cpu_ms']['median']:.0f} ms."
-            )
-            lines.append("")
+        a, b = configs[(at_count, small)], configs[(at_count, large)]
+        size_ratio = poll_mean(b) / poll_mean(a)
+        lines.append(
+            f"Size dependence at {at_count:,} children, {mib_text(small)} -> {mib_text(large)} per "
+            f"child: kidreaper {poll_mean(a):.3f} -> {poll_mean(b):.3f} ms ({size_ratio:.2f}x); "
+            f"smaps_rollup {a['smaps_every_child']['cpu_ms']['median']:.0f} -> "
+            f"{b['smaps_every_child']['cpu_ms']['median']:.0f} ms."
+        )
+        curve.append((f"{mib_text(large)} / {mib_text(small)} at {at_count:,} children "
+                      f"{size_ratio:.2f}x (at most {POLL_SIZE_MAX_RATIO:.1f}x)",
+                      size_ratio <= POLL_SIZE_MAX_RATIO))
+    smallest = min(size for _, size in configs)
+    by_count = sorted(n for n, size in configs if size == smallest)
+    if len(by_count) >= 2:
+        few, many = by_count[-2], by_count[-1]
+        a, b = configs[(few, smallest)], configs[(many, smallest)]
+        count_ratio = poll_mean(b) / poll_mean(a)
+        bound = many / few * POLL_COUNT_SLACK
+        lines.append(
+            f"Count dependence at {mib_text(smallest)} per child: "
+            + " -> ".join(f"{n:,}: {poll_mean(configs[(n, smallest)]):.3f} ms" for n in by_count)
+            + f"; {few:,} -> {many:,} children: {count_ratio:.1f}x for {many / few:.0f}x the "
+            "children."
+        )
+        curve.append((f"{many:,} / {few:,} children at {mib_text(smallest)} {count_ratio:.1f}x "
+                      f"(at most {bound:.0f}x)", count_ratio <= bound))
+    lines.append("")
     typical = max((c["watcher_poll"]["cpu_ms"]["median"] for c in d["configs"]
                    if c["children"] == 1000), default=0.0)
     targets.append(("A poll of 1000 children under 5 ms of CPU",
                     f"worst of {d.get('polls', 32)} polls {worst_1000:.2f} ms; "
                     f"median {typical:.2f} ms",
                     worst_1000 < POLL_1000_MAX_MS))
+    if len(curve) == 2:
+        targets.append(("Poll cost flat in size, linear or better in count (mean per poll)",
+                        "; ".join(text for text, _ in curve), all(ok for _, ok in curve)))
+
+
+def mib_text(value):
+    return f"{value // 1024} GiB" if value >= 1024 and value % 1024 == 0 else f"{value} MiB"
 
 
 def render_reaction(d, lines, targets):
@@ -327,6 +367,183 @@ def render_footprint(d, lines, targets):
                         rss < DAEMON_MAX_RSS_MIB))
 
 
+def render_host(d, lines, targets):
+    fleet, single = d["fleet"], d["single"]
+    fw, sw = fleet.get("window"), single.get("window")
+    managers, per = d["managers"], d["children_per_manager"]
+    total = managers * per
+    lines.append("### 6. A whole host")
+    lines.append("")
+    lines.append(
+        f"{managers} managers of {per} idle children ({total:,} children; each manager wrote "
+        f"{d['preload_bytes'] >> 20} MiB that its children inherit). There is no multi-service "
+        f"daemon yet, so kidreaper runs as one process per manager: {managers} real "
+        f"`kidreaper reap --pid M --limit 100GiB --interval {d['interval']}`, started together. "
+        f"For comparison, as the proxy for one daemon: one kidreaper process watching one manager "
+        f"with {single['children']:,} children. CPU from /proc/PID/schedstat over "
+        f"{fw['wall_s']:.0f} s starting {fw['from_s']:.0f} s after the last instance's start "
+        "(the one process: "
+        + (f"{sw['wall_s']:.0f} s from {sw['from_s']:.0f} s" if sw else "not measured")
+        + "); polls = window / interval per process (their voluntary context switches, one "
+        "sleep per tick, agree: "
+        f"{fw['voluntary_switches_per_s_each']['median']:.2f} per second). RSS = VmRSS; PSS from "
+        "/proc/PID/smaps_rollup (the instances share the binary's and libraries' pages); "
+        "medians over the window's samples."
+    )
+    lines.append("")
+    st = fleet["startup"]
+    lines.append(f"| | {managers} processes, one per manager (today) "
+                 f"| one process, {single['children']:,} children (one daemon) |")
+    lines.append("|---|---:|---:|")
+
+    def both(label, fleet_text, single_text):
+        lines.append(f"| {label} | {fleet_text} | {single_text} |")
+
+    if fw and sw:
+        both("CPU per poll of one process (total CPU / polls)",
+             f"{fw['cpu_ms_per_poll']:.3f} ms ({per} children)",
+             f"{sw['cpu_ms_per_poll']:.3f} ms")
+        both(f"CPU to poll all {total:,} children once (total CPU per interval)",
+             f"{fw['cpu_ms_per_round']:.2f} ms", f"{sw['cpu_ms_per_round']:.2f} ms")
+        e = fw["cpu_ms_per_poll_each"]
+        both("CPU per poll, per process: median / max",
+             f"{e['median']:.3f} / {e['max']:.3f} ms", "")
+        both("CPU, % of one core (all processes)", f"{fw['cpu_percent_total']:.2f}%",
+             f"{sw['cpu_percent_total']:.2f}%")
+        both("RSS (sum over processes), MiB", f"{fw['rss_mib_sum']['median']:.1f}",
+             f"{sw['rss_mib_sum']['median']:.1f}")
+        both("PSS (sum), MiB: total (anon + file)",
+             f"{fw['pss_mib_sum']['median']:.1f} ({fw['pss_anon_mib_sum']['median']:.1f} + "
+             f"{fw['pss_file_mib_sum']['median']:.1f})",
+             f"{sw['pss_mib_sum']['median']:.1f} ({sw['pss_anon_mib_sum']['median']:.1f} + "
+             f"{sw['pss_file_mib_sum']['median']:.1f})")
+        both("RSS per process: median / max, MiB; peak VmHWM",
+             f"{fw['rss_mib_each']['median']:.1f} / {fw['rss_mib_each']['max']:.1f}; "
+             f"{fw['hwm_mib_max']:.1f}", f"{sw['rss_mib_each']['median']:.1f}; "
+             f"{sw['hwm_mib_max']:.1f}")
+    b = fleet["bpf"]
+    sb = single.get("bpf", {})
+    both("BPF kernel memory (memlock of maps and programs, not in RSS)",
+         f"{b['memlock_mib_total']:.0f} MiB ({b['memlock_mib_each']['median']:.1f} each)",
+         f"{sb.get('memlock_bytes', 0) / 1048576:.1f} MiB")
+    both("BPF objects per process: programs / maps / links",
+         f"{b['programs_each']['median']:.0f} / {b['maps_each']['median']:.0f} / "
+         f"{b['links_each']['median']:.0f} ({b['page_fault_user_links_system']} programs on "
+         "page_fault_user in all)",
+         f"{sb.get('programs', 0)} / {sb.get('maps', 0)} / {sb.get('links', 0)}")
+    sst = single["startup"]
+    both("Start-up: spawn to every `start` event; per process (median / max)",
+         f"{st['all_started_s']:.1f} s; {st['wall_s_each']['median']:.2f} / "
+         f"{st['wall_s_each']['max']:.2f} s",
+         f"{sst['all_started_s']:.2f} s")
+    both("Started", f"{st['started']} of {st['instances']}"
+         + "".join(f"; restart: {r['started']} in {r['all_started_s']:.1f} s"
+                   for r in fleet.get("restarts", [])),
+         f"{sst['started']} of {sst['instances']}")
+    both("Forking the children", f"{fleet['fork_seconds']:.1f} s",
+         f"{single['fork_seconds']:.1f} s")
+    lines.append("")
+
+    r = d["reaction"]
+    trials = r["trials"]
+    failed = sum(1 for t in trials if "error" in t)
+    rm = r["reaction_ms"]
+    within = rm["n"] == len(trials) and rm["n"] > 0 and rm["max"] <= r["bound_ms"]
+    lines.append(
+        f"Reaction on the loaded host: manager 0 forks a grower per trial and its instance has "
+        f"`--limit {r['limit_bytes'] >> 20}MiB --no-idle-wait --stagger 0s`; the grower writes "
+        f"{r['grow_bytes'] >> 20} MiB of fresh memory at a random phase of the ticks, while the "
+        f"other {managers - 1} instances run. {len(trials)} trials: median {rm['median']:.0f} ms, "
+        f"max {rm['max']:.0f} ms (bound: interval + 100 ms = {r['bound_ms']:.0f} ms: "
+        f"{'within' if within else 'NOT within'})"
+        + (f"; {failed} trial(s) without a signal" if failed else "") + "."
+    )
+    lines.append("")
+
+    f = d["faults"]
+    by = {"none": {"cow": [], "fresh": []}, "attached": {"cow": [], "fresh": []}}
+    counts = {"none": 0, "attached": 0}
+    links = {"none": set(), "attached": set()}
+    for block in f["blocks"]:
+        c = block["condition"]
+        counts[c] += 1
+        links[c].add(block["page_fault_user_links"])
+        for storm in block["storms"]:
+            by[c]["cow"].append(storm["cow_ns"])
+            by[c]["fresh"].append(storm["fresh_ns"])
+    # Paired: each attached block against the mean of the none blocks around it.
+    paired = {"cow": [], "fresh": []}
+    blocks = f["blocks"]
+    for i, block in enumerate(blocks):
+        if block["condition"] != "attached":
+            continue
+        around = [blocks[j] for j in (i - 1, i + 1)
+                  if 0 <= j < len(blocks) and blocks[j]["condition"] == "none"]
+        for kind, key in (("cow", "cow_ns"), ("fresh", "fresh_ns")):
+            mine = statistics.median(s[key] for s in block["storms"])
+            base = statistics.mean(statistics.median(s[key] for s in nb["storms"]) for nb in around)
+            paired[kind].append(mine / base)
+    lines.append(
+        f"What the {managers} instances cost everyone else: each attaches its own programs to the "
+        f"same page-fault tracepoints, so every fault of every process runs all of them. A storm "
+        f"process nobody tracks writes {f['storm_bytes'] >> 20} MiB it inherited (COW faults) and "
+        f"{f['storm_bytes'] >> 20} MiB of fresh memory (first-touch faults), one store per page, "
+        "pinned to the last CPU; ns/fault = median over 64-page chunks, then over storms. Blocks "
+        "alternate: none (no instance), all attached, none, ... (the instances are stopped and "
+        "started between blocks); ratio = median / median of `none`, 90% interval by bootstrap; "
+        "paired = each attached block against the none blocks on either side."
+    )
+    lines.append("")
+    lines.append("| condition | blocks x storms | programs on page_fault_user | COW ns/fault "
+                 "| COW ratio (90% interval) | paired | first-touch ns/fault "
+                 "| first-touch ratio (90% interval) | paired |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, label in (("none", "none"), ("attached", f"{managers} instances attached")):
+        data = by[c]
+        if not data["cow"]:
+            continue
+        row = [label, f"{counts[c]} x {len(data['cow']) // max(counts[c], 1)}",
+               "/".join(str(x) for x in sorted(links[c]))]
+        for kind in ("cow", "fresh"):
+            med = statistics.median(data[kind])
+            row.append(f"{med:.0f}")
+            if c == "none":
+                row += ["1.000", ""]
+            else:
+                ratio = med / statistics.median(by["none"][kind])
+                ci = bootstrap_ratio(data[kind], by["none"][kind])
+                row.append(f"{ratio:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""))
+                row.append(", ".join(f"{x:.3f}" for x in paired[kind]))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    klog = d.get("kernel_log", [])
+    if klog:
+        lines.append(f"New kernel log lines during the run ({len(klog)}; first 10):")
+        lines.append("")
+        lines.append("```")
+        lines.extend(klog[:10])
+        lines.append("```")
+    else:
+        lines.append("No new kernel log lines during the run (BPF loads, memory, fds: no "
+                     "complaints).")
+    lines.append("")
+
+    if fw and sw:
+        targets.append((
+            f"{total:,} children: under 10 ms of CPU per poll at 1 s (verdict on today's "
+            f"{managers} processes)",
+            f"{managers} processes: {fw['cpu_ms_per_round']:.1f} ms per poll of all children "
+            f"({fw['cpu_ms_per_poll']:.2f} ms per process); one process: "
+            f"{sw['cpu_ms_per_round']:.1f} ms",
+            fw["cpu_ms_per_round"] < HOST_POLL_MAX_MS))
+        targets.append((
+            f"{total:,} children: under 64 MiB RSS (verdict on today's {managers} processes)",
+            f"{managers} processes: {fw['rss_mib_sum']['median']:.0f} MiB summed "
+            f"(PSS {fw['pss_mib_sum']['median']:.0f} MiB); one process: "
+            f"{sw['rss_mib_sum']['median']:.1f} MiB",
+            fw["rss_mib_sum"]["median"] < HOST_MAX_RSS_MIB))
+
+
 def render_guests(results_dir, lines):
     """The fault storms of each qemu guest (faults-guest-KERNEL.json), emulated."""
     found = sorted(f for f in os.listdir(results_dir)
@@ -364,7 +581,8 @@ def main():
     poll = load(args.results, "poll")
     reaction = load(args.results, "reaction")
     footprint = load(args.results, "footprint")
-    docs = [d for d in (faults, poll, reaction, footprint) if d]
+    host = load(args.results, "host")
+    docs = [d for d in (faults, poll, reaction, footprint, host) if d]
     if not docs:
         # Guests alone (--only guests): the header still names this machine's kernel.
         docs = [load(args.results, f[:-len(".json")]) for f in sorted(os.listdir(args.results))
@@ -383,6 +601,8 @@ def main():
         render_reaction(reaction, body, targets)
     if footprint:
         render_footprint(footprint, body, targets)
+    if host:
+        render_host(host, body, targets)
     render_guests(args.results, body)
 
     # The run's start: scripts/bench names the results directory after it (UTC).
