@@ -64,6 +64,7 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
     }
     cow_sample_period_ = period;
     batch_lookups_ = options.batch_lookups;
+    batch_slots_from_ = options.batch_slots_from;
     source_ = options.cow;
     source_.paired = !source_.mm && options.cow.paired && rss_stat_per_change();
     source_.paired_fills = source_.paired && options.cow.paired_fills;
@@ -398,14 +399,17 @@ FaultCounts Observer::slot_counts(pid_t child) const {
     return counts;
 }
 
-void Observer::add_slot_counts(pid_t child, std::uint64_t start_ns, FaultCounts& counts) const {
+bool Observer::owns_claimed_slot(pid_t child, std::uint64_t start_ns) const {
     const auto tgid = static_cast<__u32>(child);
     const SlotClaim& claim = slot_claim(child);
-    if (__atomic_load_n(&slot_owner(child), __ATOMIC_ACQUIRE) != tgid || claim.tgid != tgid ||
-        claim.start_ns != start_ns) {
-        return;
+    return __atomic_load_n(&slot_owner(child), __ATOMIC_ACQUIRE) == tgid && claim.tgid == tgid &&
+           claim.start_ns == start_ns;
+}
+
+void Observer::add_slot_counts(pid_t child, std::uint64_t start_ns, FaultCounts& counts) const {
+    if (owns_claimed_slot(child, start_ns)) {
+        counts += slot_counts(child);
     }
-    counts += slot_counts(child);
 }
 
 void Observer::release_bucket(pid_t child) const {
@@ -592,7 +596,7 @@ std::vector<ChildReading> Observer::read_exits() const {
 
 namespace {
 
-// Reads a whole hash map with BPF_MAP_LOOKUP_BATCH (Linux 5.6+). False when the kernel
+// Reads a whole map with BPF_MAP_LOOKUP_BATCH (Linux 5.6+). False when the kernel
 // cannot (the caller falls back to one lookup per key).
 bool lookup_all_batched(int map_fd, std::size_t value_size, std::vector<__u32>& keys,
                         std::vector<unsigned char>& values) {
@@ -671,6 +675,14 @@ std::optional<std::vector<ChildReading>> Observer::read_children_batched() const
             sum += one;
         }
     }
+    // Many slotted children: one batched read of every slot beats one lookup per child.
+    // Few: the lookups are cheaper than copying all KR_FAULT_SLOTS slots of every CPU.
+    std::vector<__u32> slot_keys;
+    std::vector<unsigned char> slot_values;
+    const bool slots_read = child_keys.size() >= batch_slots_from_ &&
+                            lookup_all_batched(bpf_map__fd(skel_->maps.slot_faults), per_child,
+                                               slot_keys, slot_values) &&
+                            slot_keys.size() == KR_FAULT_SLOTS;
     std::vector<ChildReading> readings;
     readings.reserve(child_keys.size());
     for (std::size_t i = 0; i < child_keys.size(); ++i) {
@@ -680,7 +692,18 @@ std::optional<std::vector<ChildReading>> Observer::read_children_batched() const
         if (auto found = faults.find(child_keys[i]); found != faults.end()) {
             reading.faults = found->second;
         }
-        add_slot_counts(reading.pid, reading.start_ns, reading.faults);
+        if (!slots_read) {
+            add_slot_counts(reading.pid, reading.start_ns, reading.faults);
+        } else if (owns_claimed_slot(reading.pid, reading.start_ns)) {
+            // An array's batch returns its slots in index order.
+            const std::size_t slot = static_cast<__u32>(reading.pid) & (KR_FAULT_SLOTS - 1);
+            for (int cpu = 0; cpu < possible_cpus_; ++cpu) {
+                kr_faults one{};
+                std::memcpy(&one, slot_values.data() + slot * per_child + cpu * sizeof(kr_faults),
+                            sizeof(one));
+                reading.faults += one;
+            }
+        }
         readings.push_back(reading);
     }
     return readings;

@@ -33,6 +33,9 @@ struct ObserverOptions {
     bool record_cow_sites = false;        // sample where COW-class faults land (diagnose)
     std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
     bool batch_lookups = true;  // read maps with BPF_MAP_LOOKUP_BATCH where the kernel can
+    // From this many tracked children on, a batched read takes every fault slot in one call
+    // instead of one lookup per child (measured: 2000 children, 4.9 -> 3.1 ms a read).
+    std::size_t batch_slots_from = 512;
     // Capacity of the children and faults maps (0: KR_MAX_CHILDREN) and of the exits map
     // (0: KR_MAX_EXITS), set before load; tests shrink them to fill them.
     std::uint32_t max_children = 0;
@@ -153,6 +156,8 @@ private:
     bool has_entry(__u32 tgid, std::uint64_t start_ns) const;
     // The slot's counters summed over CPUs.
     FaultCounts slot_counts(pid_t child) const;
+    // Whether the child owns its slot, claimed by this loader for the child with `start_ns`.
+    bool owns_claimed_slot(pid_t child, std::uint64_t start_ns) const;
     // Adds the child's slot counters to `counts` when it owns its slot.
     void add_slot_counts(pid_t child, std::uint64_t start_ns, FaultCounts& counts) const;
     // The per-CPU hash counters of a child, summed; empty when it has no entry.
@@ -169,7 +174,8 @@ private:
     ProbeSymbols symbols_;  // kallsyms names of the probed functions
     std::uint32_t cow_sample_period_ = 1;
     mutable bool batch_lookups_ = true;  // cleared when the kernel has no batch map ops
-    bool lookup_and_delete_ = true;      // cleared when hash maps have no lookup-and-delete
+    std::size_t batch_slots_from_ = 512;
+    bool lookup_and_delete_ = true;  // cleared when hash maps have no lookup-and-delete
     std::vector<SlotClaim> claims_ = std::vector<SlotClaim>(KR_FAULT_SLOTS);
     // What the loader could not add (the fork hook counts its own in the .bss).
     std::uint64_t children_full_ = 0;

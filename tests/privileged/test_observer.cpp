@@ -320,11 +320,14 @@ TEST(Observer, BatchedAndPerKeyReadsAgree) {
     const Logger log(LogLevel::warn);
     Observer batched({.cow = {}, .batch_lookups = true}, log);
     Observer per_key({.cow = {}, .batch_lookups = false}, log);
+    // Every fault slot in one batch (what a poll of 512 children or more does).
+    Observer all_slots({.cow = {}, .batch_lookups = true, .batch_slots_from = 1}, log);
     FixtureProcess fixture({"--preload", "8M", "--child", "cow:4M", "--child", "leak:4M", "--child",
                             "idle", "--child", "late:leak:2M"});
     fixture.wait_ready();
     track_manager(batched, ProcFs(), fixture.manager());
     track_manager(per_key, ProcFs(), fixture.manager());
+    track_manager(all_slots, ProcFs(), fixture.manager());
     fixture.go_and_wait_done(4);
     auto by_pid = [](const std::vector<ChildReading>& readings) {
         std::map<pid_t, ChildReading> map;
@@ -335,10 +338,15 @@ TEST(Observer, BatchedAndPerKeyReadsAgree) {
     };
     const auto a = by_pid(batched.read_children());
     const auto b = by_pid(per_key.read_children());
+    const auto c = by_pid(all_slots.read_children());
     ASSERT_EQ(a.size(), 4u);
     ASSERT_EQ(b.size(), 4u);
+    ASSERT_EQ(c.size(), 4u);
     for (const auto& [pid, reading] : a) {
         ASSERT_TRUE(b.count(pid)) << pid;
+        ASSERT_TRUE(c.count(pid)) << pid;
+        EXPECT_EQ(reading.faults.write_present(), c.at(pid).faults.write_present()) << pid;
+        EXPECT_EQ(reading.faults.write_absent, c.at(pid).faults.write_absent) << pid;
         const ChildReading& other = b.at(pid);
         EXPECT_EQ(reading.manager, other.manager);
         EXPECT_EQ(reading.faults.write_present(), other.faults.write_present()) << pid;
