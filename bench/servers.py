@@ -83,6 +83,17 @@ def tiny():
     return "ok\\n"
 """
 
+# gunicorn's configuration: its workers die with the arbiter, should the harness be killed
+# outright (PR_SET_PDEATHSIG kills the arbiter; php-fpm's and nginx's children follow their
+# master by themselves, gunicorn's sync workers only at their next timeout).
+GUNICORN_CONF = """import ctypes
+import signal
+
+
+def post_fork(server, worker):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+"""
+
 # bpftrace doing kidreaper's job, as in benchmark 1 (bench/fault_storm.cpp): the manager's
 # children (those alive at its start registered in BEGIN, later ones by the fork hook)
 # in a map, their faults counted per tgid and error-code class, user and kernel apart.
@@ -460,11 +471,14 @@ class Gunicorn(Server):
         os.makedirs(self.dir)
         with open(os.path.join(self.dir, "bench_app.py"), "w") as f:
             f.write(FLASK_APP)
+        conf = os.path.join(self.dir, "gunicorn.conf.py")
+        with open(conf, "w") as f:
+            f.write(GUNICORN_CONF)
         port = free_port()
         log = os.path.join(self.dir, "gunicorn.log")
         gunicorn = find_program(["gunicorn", "gunicorn3"])
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        process = procs.spawn([gunicorn, "--preload", "--workers", str(CHILDREN),
+        process = procs.spawn([gunicorn, "--config", conf, "--preload", "--workers", str(CHILDREN),
                                "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
                                "--pid", os.path.join(self.dir, "gunicorn.pid"),
                                "--worker-tmp-dir", self.dir, "--chdir", self.dir,
