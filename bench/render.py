@@ -345,6 +345,10 @@ def render_servers(d, lines, targets):
     text = f"Runs: {len(samples)}"
     if left_out:
         text += ", of which left out: " + "; ".join(f"{n} ({r})" for r, n in reasons.items())
+    if "busy_limit" in d:
+        text += (f". A run during which other work used more than {d['busy_limit']:.2f} CPU is "
+                 f"left out and run again at once, up to {d['retries']} times, within "
+                 f"{d['retry_seconds']:.0f} s in all")
     unaccounted = [s["unaccounted_cpus"] for s in used]
     if unaccounted:
         text += (f". CPU busy but not charged to the servers, wrk, the observer or the harness "

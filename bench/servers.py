@@ -736,6 +736,8 @@ def measure(args, procs, servers, server, handler, condition, directory):
     if sample["non_2xx"] or sample["socket_errors"]:
         reasons.append(f"{sample['non_2xx']} non-2xx responses, {sample['socket_errors']} "
                        "socket errors")
+    if sample["unaccounted_cpus"] > args.busy_limit:
+        reasons.append(f"other work on the machine (> {args.busy_limit:.2f} CPU)")
     sample["left_out"] = "; ".join(reasons)
     sample["used"] = not reasons
     return sample
@@ -802,6 +804,12 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bpftrace", default="/usr/bin/bpftrace")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
+    parser.add_argument("--busy-limit", type=float, default=0.25,
+                        help="leave out a run during which other work used more CPU than this")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="runs again a run left out, at most this many times")
+    parser.add_argument("--retry-seconds", type=float, default=120,
+                        help="at most this much time in runs again, in all")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("servers.py: loads BPF programs: run as root")
@@ -834,6 +842,7 @@ def main():
         print(f"servers: {servers[0].version}; {servers[1].version}", file=sys.stderr)
         load_before = read("/proc/loadavg").strip()
         samples = []
+        retry_seconds_left = args.retry_seconds
         cells = [(s, h) for s in servers for h in HANDLERS]
         for round_index in range(args.rounds):
             for cell_index, (server, handler) in enumerate(cells):
@@ -845,20 +854,30 @@ def main():
                     run_wrk(procs, args.wrk, server.urls[handler], args.warmup, args.connections,
                             args.threads, directory)
                 for position, condition in enumerate(order):
-                    sample = measure(args, procs, servers, server, handler, condition, directory)
-                    sample.update({"round": round_index + 1, "position": position})
-                    samples.append(sample)
-                    print(f"servers: round {round_index + 1}/{args.rounds} {server.name} "
-                          f"{handler} {condition}: {sample['rps']:.0f} req/s, p99 "
-                          f"{sample['latency_ms'].get('p99', 0):.2f} ms, "
-                          f"{sample['faults_per_request']:.0f} faults/request"
-                          + (f" (left out: {sample['left_out']})" if sample["left_out"] else ""),
-                          file=sys.stderr)
+                    for attempt in range(1 + args.retries):
+                        sample = measure(args, procs, servers, server, handler, condition,
+                                         directory)
+                        sample.update({"round": round_index + 1, "position": position,
+                                       "attempt": attempt + 1})
+                        samples.append(sample)
+                        print(f"servers: round {round_index + 1}/{args.rounds} {server.name} "
+                              f"{handler} {condition}: {sample['rps']:.0f} req/s, p99 "
+                              f"{sample['latency_ms'].get('p99', 0):.2f} ms, "
+                              f"{sample['faults_per_request']:.0f} faults/request"
+                              + (f" (left out: {sample['left_out']})" if sample["left_out"]
+                                 else ""), file=sys.stderr)
+                        # A run spoiled by other work is tried again at once, within a
+                        # budget of extra time for the whole benchmark.
+                        if sample["used"] or retry_seconds_left < args.seconds:
+                            break
+                        retry_seconds_left -= sample["wall_s"]
         load_after = read("/proc/loadavg").strip()
         doc = {
             "benchmark": "servers",
             "machine": machine,
             "rounds": args.rounds, "seconds": args.seconds, "warmup_s": args.warmup,
+            "busy_limit": args.busy_limit, "retries": args.retries,
+            "retry_seconds": args.retry_seconds,
             "connections": args.connections, "threads": args.threads,
             "children": CHILDREN, "alloc_bytes": ALLOC_BYTES, "page_bytes": PAGE,
             "conditions": conditions, "kidreaper": args.kidreaper,
