@@ -406,8 +406,8 @@ def render_servers(d, lines, targets):
                  "not of the observer's.")
     lines.append("")
     lines.append("| server | handler | condition | machine faults/s | server CPU ms/request "
-                 "| observer CPU % of a core (stat / schedstat) | observer start s |")
-    lines.append("|---|---|---|---:|---:|---:|---:|")
+                 "| ratio | observer CPU % of a core (stat / schedstat) | observer start s |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
     for server in labels:
         for handler in ("alloc", "tiny"):
             for condition in d["conditions"]:
@@ -421,10 +421,17 @@ def render_servers(d, lines, targets):
                     cpu = (f"{stat['median']:.2f} / {sched['median']:.2f}"
                            if stat["n"] and sched["n"] else "")
                     start = f"{r['observer_startup_s']['median']:.2f}"
+                base = res.get(server, {}).get(handler, {}).get("none")
+                ratio = ""
+                if base and base["server_cpu_ms_per_request"]["n"]:
+                    cpu_ratio = (r["server_cpu_ms_per_request"]["median"]
+                                 / base["server_cpu_ms_per_request"]["median"])
+                    ratio = f"{cpu_ratio:.3f}"
                 lines.append(
                     f"| {labels[server]} | {handler} | {conditions.get(condition, condition)} "
                     f"| {r['machine_faults_per_s']['median']:,.0f} "
-                    f"| {r['server_cpu_ms_per_request']['median']:.3f} | {cpu} | {start} |")
+                    f"| {r['server_cpu_ms_per_request']['median']:.3f} | {ratio} | {cpu} "
+                    f"| {start} |")
     lines.append("")
     # The observers' CPU over all their runs together: one run holds a few 10 ms ticks at most.
     notes, checks = [], []

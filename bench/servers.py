@@ -697,7 +697,10 @@ def measure(args, procs, servers, server, handler, condition, directory):
     wrk_cpu = (usage_after.ru_utime + usage_after.ru_stime
                - usage_before.ru_utime - usage_before.ru_stime)
     busy = (after["busy"] - before["busy"]) / TICKS
-    own = (child_cpu + extra_cpu + manager_cpu + after["self"]["cpu_ticks"]
+    observer_ticks = 0
+    if observer and None not in (before["observer"]["ticks"], after["observer"]["ticks"]):
+        observer_ticks = after["observer"]["ticks"] - before["observer"]["ticks"]
+    own = (child_cpu + extra_cpu + manager_cpu + observer_ticks + after["self"]["cpu_ticks"]
            - before["self"]["cpu_ticks"]) / TICKS + wrk_cpu
     sample.update({
         "wall_s": wall,
