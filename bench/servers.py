@@ -18,8 +18,9 @@ time; the conditions alternate in an order that rotates every round:
   other      the same kidreaper watching the other server: this one is untracked
   bpftrace   bpftrace doing the same job on the server under load (its manager's children
              tracked, faults counted per tgid and error-code class)
-Every process it starts runs in its own process group and is killed with it (on exit, on
-SIGTERM/SIGINT/SIGHUP, and by PR_SET_PDEATHSIG should this process be killed outright).
+Every process it starts runs in its own process group, stopped on exit and on
+SIGTERM/SIGINT/SIGHUP; should this process be killed outright, a guardian process kills the
+groups left and removes the temporary directory (see GUARDIAN).
 Writes the raw samples and per-cell figures as JSON to --out. Needs root. Stdlib only.
 """
 import argparse
@@ -83,17 +84,6 @@ def tiny():
     return "ok\\n"
 """
 
-# gunicorn's configuration: its workers die with the arbiter, should the harness be killed
-# outright (PR_SET_PDEATHSIG kills the arbiter; php-fpm's and nginx's children follow their
-# master by themselves, gunicorn's sync workers only at their next timeout).
-GUNICORN_CONF = """import ctypes
-import signal
-
-
-def post_fork(server, worker):
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-"""
-
 # bpftrace doing kidreaper's job, as in benchmark 1 (bench/fault_storm.cpp): the manager's
 # children (those alive at its start registered in BEGIN, later ones by the fork hook)
 # in a map, their faults counted per tgid and error-code class, user and kernel apart.
@@ -121,17 +111,58 @@ class BenchError(Exception):
 # ---------------------------------------------------------------- processes
 
 
+# Should the harness be killed outright (SIGKILL: no cleanup runs), PR_SET_PDEATHSIG only
+# takes down the programs it started itself, not their children (php-fpm's pool, nginx's
+# worker outlive their master). This guardian, in a session of its own, learns every process
+# group the harness starts ("+PGID") and stops ("-PGID") on its stdin; at end of file without
+# "exit" first, the harness is gone: it kills the groups left and removes the temporary
+# directory.
+GUARDIAN = """import os, shutil, signal, sys, time
+directory, groups, clean = sys.argv[1], set(), False
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+for line in sys.stdin:
+    line = line.strip()
+    if line == "exit":
+        clean = True
+        break
+    if line[:1] == "+":
+        groups.add(int(line[1:]))
+    elif line[:1] == "-":
+        groups.discard(int(line[1:]))
+if not clean:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in groups:
+            try:
+                os.killpg(group, sig)
+            except OSError:
+                pass
+        time.sleep(2 if sig == signal.SIGTERM else 0)
+    shutil.rmtree(directory, ignore_errors=True)
+"""
+
+
 class Processes:
     """Every program we start, each the leader of its own process group."""
 
-    def __init__(self):
+    def __init__(self, directory):
         self.running = []
+        self.guardian = subprocess.Popen([sys.executable, "-c", GUARDIAN, directory],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         start_new_session=True, text=True)
+
+    def _tell(self, line):
+        try:
+            self.guardian.stdin.write(line + "\n")
+            self.guardian.stdin.flush()
+        except (OSError, ValueError):
+            pass
 
     def spawn(self, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None, cwd=None):
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                    env=env, cwd=cwd, start_new_session=True,
                                    preexec_fn=_in_child)
         self.running.append(process)
+        self._tell(f"+{process.pid}")
         return process
 
     @staticmethod
@@ -171,6 +202,8 @@ class Processes:
             time.sleep(0.02)
         if process in self.running:
             self.running.remove(process)
+            if not self._group_alive(process.pid):
+                self._tell(f"-{process.pid}")
 
     def stop_all(self):
         for process in reversed(list(self.running)):
@@ -178,6 +211,13 @@ class Processes:
                 self.stop(process, timeout=5.0)
             except Exception as error:  # keep going: every group must be stopped
                 print(f"servers: stopping {process.args[0]}: {error}", file=sys.stderr)
+        if not self.running:
+            self._tell("exit")
+        try:
+            self.guardian.stdin.close()
+        except OSError:
+            pass
+        self.guardian.wait()
 
 
 class Lines:
@@ -471,14 +511,11 @@ class Gunicorn(Server):
         os.makedirs(self.dir)
         with open(os.path.join(self.dir, "bench_app.py"), "w") as f:
             f.write(FLASK_APP)
-        conf = os.path.join(self.dir, "gunicorn.conf.py")
-        with open(conf, "w") as f:
-            f.write(GUNICORN_CONF)
         port = free_port()
         log = os.path.join(self.dir, "gunicorn.log")
         gunicorn = find_program(["gunicorn", "gunicorn3"])
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        process = procs.spawn([gunicorn, "--config", conf, "--preload", "--workers", str(CHILDREN),
+        process = procs.spawn([gunicorn, "--preload", "--workers", str(CHILDREN),
                                "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
                                "--pid", os.path.join(self.dir, "gunicorn.pid"),
                                "--worker-tmp-dir", self.dir, "--chdir", self.dir,
@@ -811,7 +848,7 @@ def main():
                         help="leave out a run during which other work used more CPU than this")
     parser.add_argument("--retries", type=int, default=2,
                         help="runs again a run left out, at most this many times")
-    parser.add_argument("--retry-seconds", type=float, default=120,
+    parser.add_argument("--retry-seconds", type=float, default=90,
                         help="at most this much time in runs again, in all")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -829,7 +866,6 @@ def main():
             conditions.remove("bpftrace")
             print(f"servers: bpftrace skipped: {bpftrace_skipped}", file=sys.stderr)
 
-    procs = Processes()
 
     def on_signal(number, _frame):
         raise SystemExit(128 + number)
@@ -840,6 +876,7 @@ def main():
     machine = machine_facts()
     directory = tempfile.mkdtemp(prefix="kr-bench-servers-")
     os.chmod(directory, 0o755)  # php-fpm's children and nginx's worker run as nobody
+    procs = Processes(directory)
     try:
         servers = [PhpFpm(procs, directory), Gunicorn(procs, directory)]
         print(f"servers: {servers[0].version}; {servers[1].version}", file=sys.stderr)
