@@ -3,7 +3,7 @@
 
 Usage: render.py --results DIR [--doc docs/performance.md] [--command TEXT] [--seconds N]
 
-Reads DIR/{faults,poll,reaction,footprint,host}.json (any may be missing), prints the section
+Reads DIR/{faults,poll,reaction,footprint,servers,host,faults-guest-*}.json (any may be missing), prints the section
 and, with --doc, replaces the text between the BEGIN/END GENERATED markers of that file.
 Standard library only.
 """
@@ -30,6 +30,9 @@ POLL_COUNT_SLACK = 1.2  # linear or better in count: at most 1.2x the count rati
 HOST_POLL_MAX_MS = 10.0  # CPU to poll a host's 2000 children once, 1 s interval
 HOST_MAX_RSS_MIB = 64.0
 REACTION_SLACK_MS = 100.0  # within one interval plus this
+SERVER_TRACKED_MIN_RPS = 0.99  # a tracked server keeps at least 99% of its requests/s
+SERVER_TRACKED_MAX_P99 = 1.02  # and its p99 within 2%
+SERVER_UNTRACKED_MIN_RPS = 0.995  # an untracked one at least 99.5%
 
 
 def load(directory, name):
@@ -367,6 +370,199 @@ def render_footprint(d, lines, targets):
                         rss < DAEMON_MAX_RSS_MIB))
 
 
+def render_servers(d, lines, targets):
+    labels = {s["name"]: s["label"] for s in d["servers"]}
+    conditions = {"none": "none", "kidreaper": "kidreaper, tracked",
+                  "other": "kidreaper on the other server (untracked)",
+                  "bpftrace": "bpftrace, same job"}
+    samples = d["samples"]
+    used = [s for s in samples if s["used"]]
+    lines.append("### 5. Real servers under load")
+    lines.append("")
+    lines.append(
+        f"{' and '.join(f'{labels[s]}' for s in labels)} ({d['children']} children each, "
+        f"both running throughout), on loopback, driven by `wrk -t{d['threads']} "
+        f"-c{d['connections']} -d{d['seconds']}s --latency`; handlers: `alloc` allocates "
+        f"{d['alloc_bytes'] >> 20} MiB, writes every page and frees it, `tiny` returns a few bytes. "
+        f"Conditions: `none`; `kidreaper {d['kidreaper_args']}` on the server under load "
+        "(tracked) or on the other one (untracked), a fresh one per run, the run starting after "
+        "its `start` event; bpftrace doing the same job on the server under load. "
+        f"{d['rounds']} rounds; in each, for each server and handler, a {d.get('warmup_s', 0)} s run "
+        "not counted, then one run per condition in an order that rotates every round. Ratio = median over runs / median of `none` (p99: "
+        "median of the runs' p99s); 90% interval by bootstrap; paired = median over rounds of "
+        "(run / same round's `none` run). Faults/request = the children's minflt "
+        "(/proc/PID/stat) over the run / requests."
+    )
+    lines.append("")
+    left_out = [s for s in samples if not s["used"]]
+    reasons = {}  # a run may have several
+    for s in left_out:
+        for reason in s["left_out"].split("; "):
+            if "fault program(s) of another observer" in reason:
+                reason = "another observer's fault programs attached"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    text = f"Runs: {len(samples)}"
+    if left_out:
+        text += (f", of which {len(left_out)} left out (" +
+                 "; ".join(f"{r}: {n}" for r, n in reasons.items()) + ")")
+    if "busy_limit" in d:
+        text += (f". A run during which other work used more than {d['busy_limit']:.2f} CPU is "
+                 f"left out and run again at once, up to {d['retries']} times, within "
+                 f"{d['retry_seconds']:.0f} s in all")
+    unaccounted = [s["unaccounted_cpus"] for s in used]
+    if unaccounted:
+        text += (f". CPU busy but not charged to the servers, wrk, the observer or the harness "
+                 f"(other work, softirq): median {statistics.median(unaccounted):.2f}, max "
+                 f"{max(unaccounted):.2f} CPUs")
+    text += (f". Load average before / after: {d['loadavg_before'].split()[0]} / "
+             f"{d['loadavg_after'].split()[0]}.")
+    lines.append(text)
+    lines.append("")
+    if d.get("bpftrace_skipped"):
+        lines.append(f"bpftrace was skipped: {d['bpftrace_skipped']}.")
+        lines.append("")
+    lines.append("| server | handler | condition | req/s | req/s ratio (90% interval) | paired "
+                 "| p99 ms | p99 ratio (90% interval) | paired | faults/request | runs |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    res = d["results"]
+    for server in labels:
+        for handler in ("alloc", "tiny"):
+            cells = res.get(server, {}).get(handler, {})
+            runs = lambda c: [s for s in used if s["server"] == server and s["handler"] == handler
+                              and s["condition"] == c]
+            base = runs("none")
+            for condition in d["conditions"]:
+                r = cells.get(condition)
+                if not r:
+                    continue
+                if condition == "none":
+                    rps_ratio = p99_ratio = "1.000"
+                    rps_paired = p99_paired = "1.000"
+                else:
+                    mine = runs(condition)
+                    ci = bootstrap_ratio([s["rps"] for s in mine], [s["rps"] for s in base])
+                    ci99 = bootstrap_ratio([s["latency_ms"]["p99"] for s in mine],
+                                           [s["latency_ms"]["p99"] for s in base])
+                    rps_ratio = p99_ratio = "no `none` run"
+                    if r["rps_ratio"] is not None:
+                        rps_ratio = f"{r['rps_ratio']:.3f}" + (
+                            f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+                        p99_ratio = f"{r['p99_ratio']:.3f}" + (
+                            f" ({ci99[0]:.3f}-{ci99[1]:.3f})" if ci99 else "")
+                    rps_paired = f"{r['rps_paired']['median']:.3f}" if r["rps_paired"]["n"] else ""
+                    p99_paired = f"{r['p99_paired']['median']:.3f}" if r["p99_paired"]["n"] else ""
+                lines.append(
+                    f"| {labels[server]} | {handler} | {conditions.get(condition, condition)} "
+                    f"| {r['rps']['median']:.0f} | {rps_ratio} | {rps_paired} "
+                    f"| {r['p99_ms']['median']:.2f} | {p99_ratio} | {p99_paired} "
+                    f"| {r['faults_per_request']['median']:.0f} | {r['runs']} |")
+    lines.append("")
+    lines.append("What the machine did meanwhile (medians over runs): page faults per second on the "
+                 "whole machine (/proc/vmstat pgfault), the server's CPU per request (its manager, "
+                 "children and, for php-fpm, nginx's worker), and the observer's own CPU (utime + "
+                 "stime from /proc/PID/stat, 10 ms ticks; schedstat's ns figure beside it) and "
+                 "start-up time (spawn to its `start` event or bpftrace's `ready`). The observer's "
+                 "BPF programs run in the faulting processes and are part of the server's CPU, "
+                 "not of the observer's.")
+    lines.append("")
+    lines.append("| server | handler | condition | machine faults/s | server CPU ms/request "
+                 "| ratio | observer CPU % of a core (stat / schedstat) | observer start s |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    for server in labels:
+        for handler in ("alloc", "tiny"):
+            for condition in d["conditions"]:
+                r = res.get(server, {}).get(handler, {}).get(condition)
+                if not r:
+                    continue
+                cpu = start = ""
+                if condition != "none":
+                    stat = r["observer_cpu_stat_percent"]
+                    sched = r["observer_cpu_sched_percent"]
+                    cpu = (f"{stat['median']:.2f} / {sched['median']:.2f}"
+                           if stat["n"] and sched["n"] else "")
+                    start = f"{r['observer_startup_s']['median']:.2f}"
+                base = res.get(server, {}).get(handler, {}).get("none")
+                ratio = ""
+                if base and base["server_cpu_ms_per_request"]["n"]:
+                    cpu_ratio = (r["server_cpu_ms_per_request"]["median"]
+                                 / base["server_cpu_ms_per_request"]["median"])
+                    ratio = f"{cpu_ratio:.3f}"
+                lines.append(
+                    f"| {labels[server]} | {handler} | {conditions.get(condition, condition)} "
+                    f"| {r['machine_faults_per_s']['median']:,.0f} "
+                    f"| {r['server_cpu_ms_per_request']['median']:.3f} | {ratio} | {cpu} "
+                    f"| {start} |")
+    lines.append("")
+    # The observers' CPU over all their runs together: one run holds a few 10 ms ticks at most.
+    notes, checks = [], []
+    for condition, what in (("kidreaper", "watching the server under load"),
+                            ("other", "watching the other, idle server")):
+        runs = [s for s in used if s["condition"] == condition and s.get("observer")
+                and s["observer"].get("ticks") is not None]
+        if not runs:
+            continue
+        wall = sum(s["wall_s"] for s in runs)
+        ticks = sum(s["observer"]["ticks"] for s in runs)
+        hz = runs[0]["observer"].get("ticks_per_s", 100)
+        text = (f"kidreaper {what}: {ticks} ticks of utime + stime in {wall:.0f} s of runs, "
+                f"{ticks / hz / wall * 100:.3f}% of one core")
+        ns = [s["observer"].get("sched_ns") for s in runs]
+        if None not in ns:
+            text += f" (schedstat: {sum(ns) / 1e9 / wall * 100:.3f}%)"
+        notes.append(text)
+    for server in labels:
+        runs = [s for s in used if s["condition"] == "bpftrace" and s["server"] == server
+                and s["handler"] == "alloc" and s.get("observer", {}).get("faults_counted")]
+        if runs:
+            counted = sum(sum(s["observer"]["faults_counted"].values()) for s in runs)
+            requests = sum(s["requests"] for s in runs)
+            minflt = sum(s["children_minflt"] for s in runs)
+            checks.append(f"bpftrace counted {counted / requests:.0f} faults per `alloc` request "
+                         f"in {labels[server]}'s children (from its start to its stop; minflt "
+                         f"over the run of wrk: {minflt / requests:.0f})")
+    if notes:
+        lines.append("The observer's own CPU over all its runs together: " + "; ".join(notes) + ".")
+        lines.append("")
+    if checks:
+        lines.append("Counts: " + "; ".join(checks) + ".")
+        lines.append("")
+
+    def worst(server, condition, key):
+        parts, values = [], []
+        for handler in ("alloc", "tiny"):
+            r = res.get(server, {}).get(handler, {}).get(condition)
+            if not r or r.get(key + "_ratio") is None:
+                parts.append(f"{handler} not measured (no usable runs)")
+                values.append(None)
+                continue
+            ratio = r[key + "_ratio"]
+            paired = r[key + "_paired"]
+            values.append(ratio)
+            if key == "rps":
+                text = f"{handler} {ratio * 100:.1f}%"
+                if paired["n"]:
+                    text += f" (paired {paired['median'] * 100:.1f}%)"
+            else:
+                text = f"{handler} {pct(ratio)}"
+                if paired["n"]:
+                    text += f" (paired {pct(paired['median'])})"
+            parts.append(text)
+        return ", ".join(parts), values
+
+    # Judged by the median ratio of every handler; a handler without usable runs misses.
+    for server in labels:
+        measured, values = worst(server, "kidreaper", "rps")
+        targets.append((f"{labels[server]}, tracked: >= 99% of its requests/s", measured,
+                        None not in values and min(values) >= SERVER_TRACKED_MIN_RPS))
+        measured, values = worst(server, "kidreaper", "p99")
+        targets.append((f"{labels[server]}, tracked: p99 within 2%", measured,
+                        None not in values and max(values) <= SERVER_TRACKED_MAX_P99))
+        if "other" in d["conditions"]:
+            measured, values = worst(server, "other", "rps")
+            targets.append((f"{labels[server]}, untracked: >= 99.5% of its requests/s", measured,
+                            None not in values and min(values) >= SERVER_UNTRACKED_MIN_RPS))
+
+
 def render_host(d, lines, targets):
     fleet, single = d["fleet"], d["single"]
     fw, sw = fleet.get("window"), single.get("window")
@@ -581,8 +777,9 @@ def main():
     poll = load(args.results, "poll")
     reaction = load(args.results, "reaction")
     footprint = load(args.results, "footprint")
+    servers = load(args.results, "servers")
     host = load(args.results, "host")
-    docs = [d for d in (faults, poll, reaction, footprint, host) if d]
+    docs = [d for d in (faults, poll, reaction, footprint, servers, host) if d]
     if not docs:
         # Guests alone (--only guests): the header still names this machine's kernel.
         docs = [load(args.results, f[:-len(".json")]) for f in sorted(os.listdir(args.results))
@@ -601,6 +798,8 @@ def main():
         render_reaction(reaction, body, targets)
     if footprint:
         render_footprint(footprint, body, targets)
+    if servers:
+        render_servers(servers, body, targets)
     if host:
         render_host(host, body, targets)
     render_guests(args.results, body)
