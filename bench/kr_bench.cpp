@@ -16,7 +16,8 @@
 
 int main(int argc, char** argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: kr-bench faults|poll|reaction|footprint|host [--out FILE] ...\n");
+        std::fprintf(stderr,
+                     "usage: kr-bench faults|poll|reaction|footprint|host [--out FILE] ...\n");
         return 2;
     }
     if (geteuid() != 0) {
