@@ -424,7 +424,9 @@ TEST(FaultSourceFlag, EachSourceDiagnosesTheDemoOrNamesWhatIsMissing) {
     for (const auto& [source, available] : offered) {
         SCOPED_TRACE(source);
         const auto result = testing::run_command_with_stderr(
-            {testing::sibling_path("../kidreaper"), "diagnose", "--demo", "--duration", "3s",
+            // Verdicts need a 3 s window (ClassifierConfig): 6 s leaves room for a slow start
+            // (sanitizers, emulated guests).
+            {testing::sibling_path("../kidreaper"), "diagnose", "--demo", "--duration", "6s",
              "--format", "json", "--fault-source", source},
             std::chrono::seconds(90));
         if (!available) {
