@@ -39,6 +39,7 @@
 #include <sstream>
 
 #include "bench_util.h"
+#include "grower.h"
 #include "procfs.h"
 #include "units.h"
 
@@ -59,74 +60,6 @@ void close_fds_except(const std::vector<int>& keep) {
         if (fd > 2 && std::find(keep.begin(), keep.end(), fd) == keep.end()) {
             close(fd);
         }
-    }
-}
-
-// --- The grower (as in reaction.cpp): crosses the limit on "go", notes when, and notes
-// when kidreaper's signal arrives.
-int g_result_fd = -1;
-std::atomic<std::uint64_t> g_crossed{0};
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
-
-// Async-signal-safe: writes "signal SIG NS CROSSED_NS\n", then exits.
-void on_grower_signal(int signal) {
-    const std::uint64_t now = mono_ns();
-    char text[80] = "signal ";
-    std::size_t length = 7;
-    auto append_number = [&](std::uint64_t value) {
-        char digits[24];
-        int n = 0;
-        do {
-            digits[n++] = static_cast<char>('0' + value % 10);
-            value /= 10;
-        } while (value != 0);
-        while (n > 0) {
-            text[length++] = digits[--n];
-        }
-    };
-    append_number(static_cast<std::uint64_t>(signal));
-    text[length++] = ' ';
-    append_number(now);
-    text[length++] = ' ';
-    append_number(g_crossed.load());
-    text[length++] = '\n';
-    ssize_t ignored = write(g_result_fd, text, length);
-    (void)ignored;
-    _exit(0);
-}
-
-int grower_main(int go_fd, int result_fd, std::uint64_t limit, std::uint64_t grow_bytes) {
-    prctl(PR_SET_NAME, "kr-bench-grow");
-    g_result_fd = result_fd;
-    for (int signal : {SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) {
-        struct sigaction action {};
-        action.sa_handler = on_grower_signal;
-        sigemptyset(&action.sa_mask);
-        sigaction(signal, &action, nullptr);
-    }
-    char byte = 0;
-    while (read(go_fd, &byte, 1) < 0 && errno == EINTR) {
-    }
-    if (byte != 'g') {
-        return 0;
-    }
-    const kidreaper::ProcFs proc;
-    const auto smaps = proc.smaps_rollup(getpid());
-    const std::uint64_t baseline = smaps ? smaps->private_bytes() : 0;
-    const std::uint64_t crossing_page = limit > baseline ? (limit - baseline) / kPage : 0;
-    unsigned char* region = map_anonymous(grow_bytes);
-    volatile unsigned char* page = region;
-    std::uint64_t crossed = 0;
-    for (std::uint64_t i = 0; i < grow_bytes / kPage; ++i) {
-        page[i * kPage] = 1;
-        if (i == crossing_page) {
-            crossed = mono_ns();
-            g_crossed.store(crossed);
-        }
-    }
-    write_all(result_fd, "crossed " + std::to_string(crossed) + "\n");
-    while (true) {
-        pause();
     }
 }
 
