@@ -32,10 +32,10 @@
 #include <sstream>
 
 #include "bench_util.h"
-#include "kernel_features.h"
-#include "log.h"
-#include "observer.h"
-#include "procfs.h"
+#include "common/log.h"
+#include "observe/kernel_features.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
 
 namespace krbench {
 

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "bench_util.h"
-#include "procfs.h"
-#include "units.h"
+#include "common/units.h"
+#include "observe/procfs.h"
 
 namespace krbench {
 

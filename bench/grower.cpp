@@ -10,7 +10,7 @@
 #include <string>
 
 #include "bench_util.h"
-#include "procfs.h"
+#include "observe/procfs.h"
 
 namespace krbench {
 

@@ -39,9 +39,9 @@
 #include <sstream>
 
 #include "bench_util.h"
+#include "common/units.h"
 #include "grower.h"
-#include "procfs.h"
-#include "units.h"
+#include "observe/procfs.h"
 
 namespace krbench {
 

@@ -14,10 +14,10 @@
 #include <stdexcept>
 
 #include "bench_util.h"
-#include "log.h"
-#include "observer.h"
-#include "procfs.h"
-#include "watcher.h"
+#include "common/log.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
+#include "observe/watcher.h"
 
 namespace krbench {
 

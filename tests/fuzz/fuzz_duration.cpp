@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/units.h"
 #include "fuzz_support.h"
-#include "units.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using kidreaper::fuzz::check;

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "cow_sites.h"
 #include "fuzz_support.h"
+#include "observe/cow_sites.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using kidreaper::fuzz::check;

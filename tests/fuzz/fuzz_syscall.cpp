@@ -5,8 +5,8 @@
 #include <set>
 #include <string>
 
+#include "daemon/reaper.h"
 #include "fuzz_support.h"
-#include "reaper.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view text = kidreaper::fuzz::as_text(data, size);

@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "kernel_features.h"
-#include "procfs.h"
+#include "observe/kernel_features.h"
+#include "observe/procfs.h"
 
 namespace kidreaper::testing {
 

@@ -9,12 +9,12 @@
 #include <gtest/gtest.h>
 
 #include "bpf_test_support.h"
-#include "kernel_features.h"
-#include "observer.h"
-#include "procfs.h"
-#include "report.h"
-#include "watcher.h"
-#include "workload.h"
+#include "cli/report.h"
+#include "demo/workload.h"
+#include "observe/kernel_features.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
+#include "observe/watcher.h"
 
 namespace kidreaper {
 namespace {
@@ -91,7 +91,7 @@ TEST(Diagnose, FixtureChildrenGetEachVerdict) {
     }
 }
 
-// The accuracy traps (userspace/workload.h) through the whole diagnosis: each child's
+// The accuracy traps (userspace/demo/workload.h) through the whole diagnosis: each child's
 // verdict, and its COW and growth within 10% of the truth.
 TEST(Diagnose, TrapsGetTheRightVerdicts) {
     KR_REQUIRE_BPF();

@@ -17,11 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "bpf_test_support.h"
-#include "cow_accounting.h"
-#include "kernel_features.h"
-#include "observer.h"
-#include "procfs.h"
-#include "workload.h"
+#include "demo/workload.h"
+#include "model/cow_accounting.h"
+#include "observe/kernel_features.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
 
 namespace kidreaper {
 namespace {
@@ -140,7 +140,7 @@ TEST(Observer, CountsCowAndFreshGrowthOfEachChildWithin10Percent) {
     }
 }
 
-// One child per accuracy trap (userspace/workload.h), watched in turn in each way of
+// One child per accuracy trap (userspace/demo/workload.h), watched in turn in each way of
 // telling COW this kernel offers. Each way must match the truth, within 10%, on the
 // traps it is documented to handle; its figures are printed for docs/accuracy.md.
 TEST(Observer, AccuracyTrapsMatchTheirTruth) {

@@ -18,11 +18,11 @@
 #include <gtest/gtest.h>
 
 #include "bpf_test_support.h"
-#include "kernel_features.h"
-#include "observer.h"
-#include "procfs.h"
-#include "watcher.h"
-#include "workload.h"
+#include "demo/workload.h"
+#include "observe/kernel_features.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
+#include "observe/watcher.h"
 
 namespace kidreaper {
 namespace {

@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bpf_test_support.h"
-#include "procfs.h"
+#include "observe/procfs.h"
 #include "reap_events.h"
 
 namespace kidreaper {

@@ -1,15 +1,15 @@
 // Full kernel maps are reported once per map; a pid's identity is its start time; the
 // diagnosis keeps the exited child whose pid a newer one took.
-#include "capacity.h"
+#include "observe/capacity.h"
 
 #include <string>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "event_log.h"
-#include "readings.h"
-#include "report.h"
+#include "cli/report.h"
+#include "daemon/event_log.h"
+#include "observe/readings.h"
 
 namespace kidreaper {
 namespace {

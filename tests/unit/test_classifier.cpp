@@ -1,4 +1,4 @@
-#include "classifier.h"
+#include "model/classifier.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "sample_history.h"
+#include "model/sample_history.h"
 
 namespace kidreaper {
 namespace {

@@ -1,5 +1,5 @@
 // COW and growth from synthetic counters, in each observer mode.
-#include "cow_accounting.h"
+#include "model/cow_accounting.h"
 
 #include <gtest/gtest.h>
 

@@ -1,11 +1,11 @@
-#include "cow_sites.h"
+#include "observe/cow_sites.h"
 
 #include <fstream>
 #include <sstream>
 
 #include <gtest/gtest.h>
 
-#include "procfs.h"
+#include "observe/procfs.h"
 
 namespace kidreaper {
 

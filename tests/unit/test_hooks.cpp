@@ -1,6 +1,6 @@
 // The hook runner against real shells (no root needed): outcomes, the process group, the
 // timeout, output relayed to the stream given, and stop requests.
-#include "hooks.h"
+#include "act/hooks.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -16,8 +16,8 @@
 
 #include <gtest/gtest.h>
 
-#include "procfs.h"
-#include "signals.h"
+#include "act/signals.h"
+#include "observe/procfs.h"
 
 namespace kidreaper {
 namespace {

@@ -1,4 +1,4 @@
-#include "kernel_features.h"
+#include "observe/kernel_features.h"
 
 #include <stdlib.h>
 
@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "error.h"
+#include "common/error.h"
 
 namespace kidreaper {
 namespace {

@@ -1,5 +1,5 @@
 // Pidfile trust and the manager follow rule, on a fake file system and fake processes.
-#include "pidfile_trust.h"
+#include "policy/pidfile_trust.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
 // Process facts: the parsers on /proc's own text, and the readers on a fake /proc tree.
-#include "process_facts.h"
+#include "observe/process_facts.h"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "procfs.h"
+#include "observe/procfs.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

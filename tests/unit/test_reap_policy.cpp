@@ -1,4 +1,4 @@
-#include "reap_policy.h"
+#include "policy/reap_policy.h"
 
 #include <gtest/gtest.h>
 

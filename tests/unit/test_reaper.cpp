@@ -1,11 +1,11 @@
 // The reaper's pure helpers: metric estimates, ground truth, idle syscalls.
-#include "reaper.h"
+#include "daemon/reaper.h"
 
 #include <sys/syscall.h>
 
 #include <gtest/gtest.h>
 
-#include "error.h"
+#include "common/error.h"
 
 namespace kidreaper {
 namespace {

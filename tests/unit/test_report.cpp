@@ -1,5 +1,5 @@
 // The diagnose table: every line fits 80 columns, and a reason is wrapped, never cut.
-#include "report.h"
+#include "cli/report.h"
 
 #include <sstream>
 #include <string>

@@ -1,4 +1,4 @@
-#include "sample_history.h"
+#include "model/sample_history.h"
 
 #include <cstdint>
 

@@ -1,6 +1,6 @@
 // The pidfd signaller against real processes: the test process is the "manager" of the
 // children it forks, so no root is needed.
-#include "signaller.h"
+#include "act/signaller.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -10,10 +10,10 @@
 
 #include <gtest/gtest.h>
 
-#include "error.h"
+#include "common/error.h"
 #include "expect_usage_error.h"
-#include "procfs.h"
-#include "server_presets.h"
+#include "observe/procfs.h"
+#include "policy/server_presets.h"
 
 namespace kidreaper {
 namespace {

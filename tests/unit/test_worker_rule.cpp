@@ -1,9 +1,9 @@
 // The worker rule: parsing --workers and judging children on synthetic facts.
-#include "worker_rule.h"
+#include "policy/worker_rule.h"
 
 #include <gtest/gtest.h>
 
-#include "error.h"
+#include "common/error.h"
 #include "expect_usage_error.h"
 
 namespace kidreaper {

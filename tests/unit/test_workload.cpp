@@ -1,10 +1,10 @@
-#include "workload.h"
+#include "demo/workload.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "error.h"
+#include "common/error.h"
 
 namespace kidreaper {
 namespace {

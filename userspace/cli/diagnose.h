@@ -1,0 +1,38 @@
+// `kidreaper diagnose`: watch a manager's children for a while, then explain each one.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/log.h"
+#include "observe/kernel_features.h"
+#include "policy/worker_rule.h"
+
+namespace kidreaper {
+
+enum class OutputFormat { table, json };
+
+struct DiagnoseOptions {
+    std::optional<pid_t> pid;
+    std::optional<std::string> pidfile;
+    std::chrono::milliseconds duration{std::chrono::seconds(30)};
+    std::chrono::milliseconds interval{std::chrono::seconds(1)};
+    OutputFormat format = OutputFormat::table;
+    std::optional<std::uint64_t> limit;
+    bool demo = false;  // start the built-in workload and diagnose it
+    // Which children are workers (--workers); default "exe,listener".
+    std::optional<WorkerRule> workers;
+    FaultSource fault_source = FaultSource::automatic;  // --fault-source
+};
+
+// Runs the diagnosis; prints the table or JSON on stdout. Returns the exit code.
+int run_diagnose(const DiagnoseOptions& options, const Logger& log);
+
+// The manager pid from --pid or --pidfile (validated). Throws UsageError.
+pid_t resolve_manager(const std::optional<pid_t>& pid, const std::optional<std::string>& pidfile);
+
+}  // namespace kidreaper

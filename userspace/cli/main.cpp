@@ -1,0 +1,306 @@
+// kidreaper's command line.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <string>
+
+#include "act/signals.h"
+#include "cli/diagnose.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "daemon/reaper.h"
+#include "observe/kernel_features.h"
+#include "observe/observer.h"
+#include "observe/procfs.h"
+#include "policy/server_presets.h"
+
+namespace kidreaper {
+namespace {
+
+int run_check(const std::string& fault_source, const Logger& log) {
+    const FaultSource wanted = parse_fault_source(fault_source);
+    const KernelFeatures features = probe_features();
+    std::fputs(format_features(features).c_str(), stdout);
+    const auto problems = blocking_problems(features);
+    for (const auto& problem : problems) {
+        log.error(problem);
+    }
+    if (!problems.empty()) {
+        return 1;
+    }
+    // Prove it: load and attach the programs, then detach.
+    const Observer observer({.cow = features.cow_source(wanted)}, log);
+    std::printf("BPF programs: loaded and attached (mode: %s)\n",
+                cow_source_name(observer.cow_source()).c_str());
+    return 0;
+}
+
+// Raw option text, parsed by our own parsers so that errors read the same everywhere.
+struct DiagnoseArgs {
+    std::string pid;
+    std::string pidfile;
+    std::string duration;
+    std::string interval = "1s";
+    std::string format = "table";
+    std::string limit;
+    std::string workers;
+    std::string fault_source = "auto";
+    bool demo = false;
+};
+
+DiagnoseOptions to_options(const DiagnoseArgs& args) {
+    DiagnoseOptions options;
+    options.demo = args.demo;
+    if (!args.pid.empty()) {
+        options.pid = parse_pid(args.pid);
+    }
+    if (!args.pidfile.empty()) {
+        options.pidfile = args.pidfile;
+    }
+    if (args.demo && (options.pid || options.pidfile)) {
+        throw UsageError("--demo runs its own server: drop --pid/--pidfile");
+    }
+    if (!args.duration.empty()) {
+        options.duration = parse_duration(args.duration);
+    } else if (args.demo) {
+        options.duration = std::chrono::seconds(10);
+    }
+    options.interval = parse_duration(args.interval);
+    if (args.demo && args.interval == "1s") {
+        options.interval = std::chrono::milliseconds(500);
+    }
+    if (args.format == "json") {
+        options.format = OutputFormat::json;
+    } else if (args.format != "table") {
+        throw UsageError("invalid --format \"" + args.format + "\": expected table or json");
+    }
+    if (!args.limit.empty()) {
+        options.limit = parse_size(args.limit);
+    }
+    if (!args.workers.empty()) {
+        options.workers = parse_worker_rule(args.workers);
+    }
+    options.fault_source = parse_fault_source(args.fault_source);
+    return options;
+}
+
+// Raw option text for `reap`.
+struct ReapArgs {
+    std::string pid;
+    std::string pidfile;
+    std::string limit;
+    std::string metric = "private";
+    std::string server;
+    std::string workers;
+    std::string signal;
+    std::string stagger = "10s";
+    unsigned max_concurrent = 1;
+    unsigned min_children = 0;
+    std::string grace = "60s";
+    bool escalate = false;
+    double jitter = 0;
+    std::string interval = "1s";
+    std::string idle_timeout = "10s";
+    bool no_idle_wait = false;
+    std::string replace_timeout = "60s";
+    std::string truth_every = "60s";
+    std::string pre_hook;
+    std::string post_hook;
+    std::string hook_timeout = "30s";
+    bool dry_run = false;
+    bool once = false;
+    bool wait_for_manager = false;
+    std::string log_format = "text";
+    std::string fault_source = "auto";
+};
+
+ReapOptions to_options(const ReapArgs& args) {
+    ReapOptions options;
+    if (!args.pid.empty()) {
+        options.pid = parse_pid(args.pid);
+    }
+    if (!args.pidfile.empty()) {
+        options.pidfile = args.pidfile;
+    }
+    if (args.limit.empty()) {
+        throw UsageError("--limit is required (e.g. --limit 300MiB)");
+    }
+    options.policy.limit_bytes = parse_size(args.limit);
+    options.metric = parse_metric(args.metric);
+    if (!args.server.empty()) {
+        options.server = find_server_preset(args.server);
+    }
+    if (!args.workers.empty()) {
+        options.workers = parse_worker_rule(args.workers);
+    }
+    options.fault_source = parse_fault_source(args.fault_source);
+    options.policy.signals = options.server.signals;
+    if (!args.signal.empty()) {
+        // --signal replaces the graceful signal; escalation keeps the server's later steps.
+        options.policy.signals.front() = parse_signal(args.signal);
+    }
+    options.policy.stagger = parse_duration(args.stagger);
+    options.policy.max_concurrent = args.max_concurrent;
+    options.policy.min_children = args.min_children;
+    options.policy.grace = parse_duration(args.grace);
+    options.policy.escalate = args.escalate;
+    if (args.jitter < 0 || args.jitter > 100) {
+        throw UsageError("--jitter takes a percentage from 0 to 100");
+    }
+    options.policy.jitter_percent = args.jitter;
+    options.policy.replace_timeout = parse_duration(args.replace_timeout);
+    options.policy.dry_run = args.dry_run;
+    options.interval = parse_duration(args.interval);
+    options.idle_timeout = parse_duration(args.idle_timeout);
+    options.idle_wait = !args.no_idle_wait;
+    options.truth_every = parse_duration(args.truth_every);
+    options.pre_hook = args.pre_hook;
+    options.post_hook = args.post_hook;
+    options.hook_timeout = parse_duration(args.hook_timeout);
+    options.once = args.once;
+    options.wait_for_manager = args.wait_for_manager;
+    if (args.log_format == "json") {
+        options.log_format = LogFormat::json;
+    } else if (args.log_format != "text") {
+        throw UsageError("invalid --log-format \"" + args.log_format + "\": expected text or json");
+    }
+    return options;
+}
+
+int run(int argc, char** argv) {
+    CLI::App app{
+        "kidreaper: tells a memory leak from copy-on-write in a pre-fork server's "
+        "children, and recycles oversized children gracefully"};
+    app.set_version_flag("--version", "kidreaper 0.1.0");
+    bool verbose = false;
+    app.add_flag("-v,--verbose", verbose, "Debug output, libbpf's log included");
+    app.require_subcommand(1);
+
+    auto* check = app.add_subcommand(
+        "check", "Report what this kernel supports and the mode kidreaper runs in");
+    std::string check_fault_source = "auto";
+    check->add_option("--fault-source", check_fault_source,
+                      "Load with this fault source: auto (default), tracepoints or mm");
+
+    DiagnoseArgs diagnose_args;
+    auto* diagnose = app.add_subcommand(
+        "diagnose", "Watch a server's children for a while and explain each one's memory");
+    diagnose->add_option("--pid", diagnose_args.pid, "The manager (parent) process id");
+    diagnose->add_option("--pidfile", diagnose_args.pidfile, "A file holding the manager's pid");
+    diagnose->add_option("--duration", diagnose_args.duration,
+                         "How long to watch: 500ms, 10s, 2m or seconds (default 30s; demo 10s)");
+    diagnose->add_option("--interval", diagnose_args.interval, "Time between samples (default 1s)");
+    diagnose->add_option("--format", diagnose_args.format, "table or json (default table)");
+    diagnose->add_option("--limit", diagnose_args.limit,
+                         "A private-memory limit to project leaks against: 50MiB, 1G, bytes");
+    diagnose->add_option("--workers", diagnose_args.workers,
+                         "Which children are workers: exe, listener, comm=GLOB, cmdline=GLOB "
+                         "(all must hold) or any (default exe,listener; see docs/reap.md)");
+    diagnose->add_option(
+        "--fault-source", diagnose_args.fault_source,
+        "Where page faults are seen: auto (default), tracepoints (x86 page-fault tracepoints) or "
+        "mm (probes on the write-protect path only; see docs/kernels.md)");
+    diagnose->add_flag("--demo", diagnose_args.demo,
+                       "Start a built-in workload (cow, leak, idle children) and diagnose it");
+
+    ReapArgs reap_args;
+    auto* reap = app.add_subcommand(
+        "reap", "Recycle children over a limit gracefully, one at a time, continuously");
+    reap->add_option("--pid", reap_args.pid, "The manager (parent) process id");
+    reap->add_option("--pidfile", reap_args.pidfile,
+                     "A file holding the manager's pid; re-read to follow restarts");
+    reap->add_option("--limit", reap_args.limit, "Recycle children over this: 300MiB, 1G, bytes");
+    reap->add_option("--metric", reap_args.metric,
+                     "private (default: what a child holds alone), pss, rss or anon");
+    reap->add_option("--server", reap_args.server,
+                     "fcgi, httpd-prefork, gunicorn, uwsgi, php-fpm, unicorn, puma or starman: "
+                     "its graceful signal, escalation and idle syscalls");
+    reap->add_option("--workers", reap_args.workers,
+                     "Which children are workers: exe, listener, comm=GLOB, cmdline=GLOB (all "
+                     "must hold) or any; default: the server's (exe,listener; generic: exe)");
+    reap->add_option("--signal", reap_args.signal, "Override the graceful signal (e.g. HUP)");
+    reap->add_option("--stagger", reap_args.stagger, "At least this between signals (10s)");
+    reap->add_option("--max-concurrent", reap_args.max_concurrent,
+                     "Children recycling at once (1)");
+    reap->add_option("--min-children", reap_args.min_children,
+                     "Never signal when fewer would remain alive (0)");
+    reap->add_option("--grace", reap_args.grace, "Report a child still alive after this (60s)");
+    reap->add_flag("--escalate", reap_args.escalate,
+                   "After --grace, send the next signal of the server's sequence");
+    reap->add_option("--jitter", reap_args.jitter,
+                     "Lower each child's limit by up to PCT percent (0)");
+    reap->add_option("--interval", reap_args.interval, "Time between decisions (1s)");
+    reap->add_option("--idle-timeout", reap_args.idle_timeout,
+                     "Wait this long for the victim to be idle before signalling anyway (10s)");
+    reap->add_flag("--no-idle-wait", reap_args.no_idle_wait, "Signal without waiting for idle");
+    reap->add_option("--replace-timeout", reap_args.replace_timeout,
+                     "Go on if no replacement appears within this (60s)");
+    reap->add_option("--truth-every", reap_args.truth_every,
+                     "Re-read each child's smaps_rollup at most this often (60s)");
+    reap->add_option("--pre-hook", reap_args.pre_hook,
+                     "Shell command run before each signal; non-zero vetoes it");
+    reap->add_option("--post-hook", reap_args.post_hook,
+                     "Shell command run after each recycled child is replaced");
+    reap->add_option("--hook-timeout", reap_args.hook_timeout, "Kill a hook after this (30s)");
+    reap->add_flag("--dry-run", reap_args.dry_run, "Decide and log, signal nobody");
+    reap->add_flag("--once", reap_args.once,
+                   "Exit when nothing is over the limit or recycling (cron style)");
+    reap->add_flag("--wait-for-manager", reap_args.wait_for_manager,
+                   "With --pidfile, keep waiting when the manager is gone");
+    reap->add_option("--log-format", reap_args.log_format, "text (default) or json");
+    reap->add_option(
+        "--fault-source", reap_args.fault_source,
+        "Where page faults are seen: auto (default), tracepoints (x86 page-fault tracepoints) or "
+        "mm (probes on the write-protect path only; see docs/kernels.md)");
+
+    // -v is accepted after the subcommand too.
+    for (auto* subcommand : {check, diagnose, reap}) {
+        subcommand->fallthrough();
+    }
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::fprintf(stderr, "kidreaper: error: %s (see --help)\n", e.what());
+        return 2;
+    }
+    const Logger log(verbose ? LogLevel::debug : LogLevel::info);
+    route_libbpf_log(verbose);
+    if (check->parsed()) {
+        return run_check(check_fault_source, log);
+    }
+    if (diagnose->parsed()) {
+        return run_diagnose(to_options(diagnose_args), log);
+    }
+    if (reap->parsed()) {
+        return run_reap(to_options(reap_args), log);
+    }
+    return 2;
+}
+
+}  // namespace
+}  // namespace kidreaper
+
+int main(int argc, char** argv) {
+    // Before anything else: an ignored SIGCHLD or a blocked SIGTERM from our parent would
+    // turn hook vetoes into approvals and make us unstoppable (signals.h).
+    kidreaper::reset_inherited_signals();
+    try {
+        return kidreaper::run(argc, argv);
+    } catch (const kidreaper::Error& e) {
+        std::fprintf(stderr, "kidreaper: error: %s\n", e.what());
+        return e.exit_code();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "kidreaper: error: %s\n", e.what());
+        return 1;
+    }
+}
