@@ -1,5 +1,6 @@
 // `kidreaper reap` end to end on this kernel: the real binary against the fixture, a
 // manager that respawns the children kidreaper recycles.
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -401,3 +402,43 @@ TEST(Reap, RefusesAHostilePidfile) {
 
 }  // namespace
 }  // namespace kidreaper
+
+// Inside a pid namespace of its own (a container without hostPID) kidreaper would see pids
+// the kernel side does not report: it refuses with one line naming the namespace, exit 1.
+TEST(ReapPidNamespace, RefusesToRunInsideAPidNamespace) {
+    int pipe_fds[2];
+    ASSERT_EQ(pipe(pipe_fds), 0);
+    const std::string kidreaper = kidreaper::testing::sibling_path("../kidreaper");
+    const pid_t outer = fork();
+    ASSERT_GE(outer, 0);
+    if (outer == 0) {
+        // The next fork lands in a new pid namespace: that child is its pid 1.
+        if (unshare(CLONE_NEWPID) != 0) {
+            _exit(120);
+        }
+        const pid_t inner = fork();
+        if (inner == 0) {
+            dup2(pipe_fds[1], STDERR_FILENO);
+            close(pipe_fds[0]);
+            execl(kidreaper.c_str(), kidreaper.c_str(), "reap", "--pid", "99999", "--limit", "1G",
+                  static_cast<char*>(nullptr));
+            _exit(121);
+        }
+        int status = 0;
+        waitpid(inner, &status, 0);
+        _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 122);
+    }
+    close(pipe_fds[1]);
+    std::string errors;
+    char buffer[512];
+    for (ssize_t got; (got = read(pipe_fds[0], buffer, sizeof buffer)) > 0;) {
+        errors.append(buffer, static_cast<std::size_t>(got));
+    }
+    close(pipe_fds[0]);
+    int status = 0;
+    ASSERT_EQ(waitpid(outer, &status, 0), outer);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1) << errors;
+    EXPECT_NE(errors.find("kidreaper runs in pid namespace pid:["), std::string::npos) << errors;
+    EXPECT_EQ(std::count(errors.begin(), errors.end(), '\n'), 1) << "one line: " << errors;
+}

@@ -328,12 +328,25 @@ TEST(SignalGate, StaysPollableAndWaitsAsBefore) {
     EXPECT_GE(std::chrono::steady_clock::now() - started, milliseconds(50));
     EXPECT_EQ(gate.collect(), 0);
     EXPECT_FALSE(gate.stop_requested());
-    kill(getpid(), SIGHUP);
-    EXPECT_EQ(gate.wait_for(seconds(5)), SIGHUP);
-    EXPECT_EQ(gate.received(), SIGHUP);
+    kill(getpid(), SIGTERM);
+    EXPECT_EQ(gate.wait_for(seconds(5)), SIGTERM);
+    EXPECT_EQ(gate.received(), SIGTERM);
     kill(getpid(), SIGINT);
     EXPECT_TRUE(gate.stop_requested());
-    EXPECT_EQ(gate.received(), SIGHUP) << "the first one is kept";
+    EXPECT_EQ(gate.received(), SIGTERM) << "the first one is kept";
+}
+
+TEST(SignalGate, HangupIsAReloadRequestNotAStop) {
+    SignalGate gate;
+    EXPECT_FALSE(gate.take_reload());
+    kill(getpid(), SIGHUP);
+    const auto started = std::chrono::steady_clock::now();
+    EXPECT_EQ(gate.wait_for(seconds(30)), 0) << "a hangup is not a termination signal";
+    EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(30))
+        << "the wait ends early so the reload is prompt";
+    EXPECT_FALSE(gate.stop_requested());
+    EXPECT_TRUE(gate.take_reload());
+    EXPECT_FALSE(gate.take_reload()) << "taken once";
 }
 
 TEST(Signals, ResetClearsInheritedDispositionsAndMask) {

@@ -1,5 +1,7 @@
 // The reaper's pure helpers: metric estimates, ground truth, idle syscalls.
+#include "act/idle.h"
 #include "daemon/reaper.h"
+#include "observe/manager_lookup.h"
 
 #include <sys/syscall.h>
 
@@ -90,3 +92,8 @@ TEST(Metric, ParsesItsNames) {
 
 }  // namespace
 }  // namespace kidreaper
+
+TEST(PidNamespace, OnlyTheInitialNamespaceIsTheHosts) {
+    EXPECT_EQ(kidreaper::foreign_pid_namespace("pid:[4026531836]"), std::nullopt);
+    EXPECT_EQ(kidreaper::foreign_pid_namespace("pid:[4026532201]"), "pid:[4026532201]");
+}

@@ -54,6 +54,10 @@ int SignalGate::collect() {
         const ssize_t got = read(fd_, &info, sizeof info);
         if (got == static_cast<ssize_t>(sizeof info)) {
             const auto signal = static_cast<int>(info.ssi_signo);
+            if (signal == SIGHUP) {
+                reload_requested_ = true;
+                return 0;
+            }
             if (received_ == 0) {
                 received_ = signal;
             }
@@ -69,8 +73,12 @@ int SignalGate::collect() {
 int SignalGate::wait_for(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
+        const bool reload_was_pending = reload_requested_;
         if (const int signal = collect(); signal != 0) {
             return signal;
+        }
+        if (reload_requested_ && !reload_was_pending) {
+            return 0;  // a reload request: the caller looks at it now
         }
         const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
             deadline - std::chrono::steady_clock::now());

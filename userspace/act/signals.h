@@ -1,7 +1,8 @@
 // Signal state: the reset of what kidreaper inherits, and termination signals as events
 // (SignalGate): while a gate lives, SIGINT, SIGTERM and SIGHUP are blocked and collected
 // through a signalfd, so loops stop cleanly between steps and a wait on other descriptors
-// (a hook's output) can watch for them too.
+// (a hook's output) can watch for them too. SIGINT and SIGTERM ask to stop; SIGHUP asks to
+// reload (take_reload()) and never stops anything.
 #pragma once
 
 #include <signal.h>
@@ -23,13 +24,22 @@ public:
     SignalGate(const SignalGate&) = delete;
     SignalGate& operator=(const SignalGate&) = delete;
 
-    // Sleeps up to `timeout`; returns the termination signal that arrived, or 0.
+    // Sleeps up to `timeout`; returns the termination signal that arrived, or 0. Returns 0
+    // early when a reload request (SIGHUP) arrives.
     int wait_for(std::chrono::milliseconds timeout);
     // A descriptor that polls readable while a termination signal is pending: poll it with
     // others, then call collect().
     int fd() const { return fd_; }
-    // Takes the pending termination signal without waiting: returns it, or 0.
+    // Takes the pending signals without waiting: returns the termination signal among them,
+    // or 0 (a SIGHUP is kept as a reload request).
     int collect();
+    // Whether a SIGHUP arrived since the last call (collect() first).
+    bool take_reload() {
+        collect();
+        const bool requested = reload_requested_;
+        reload_requested_ = false;
+        return requested;
+    }
     // The first termination signal received so far, or 0.
     int received() const { return received_; }
     // collect(), then whether a termination signal was ever received: "stop now".
@@ -43,6 +53,7 @@ private:
     sigset_t previous_{};
     int fd_ = -1;
     int received_ = 0;
+    bool reload_requested_ = false;
 };
 
 }  // namespace kidreaper

@@ -1,6 +1,5 @@
-// `kidreaper reap`: watch a manager's children continuously and recycle those over the
-// limit through the policy (reap_policy.h), confirming each on ground truth, waiting for
-// an idle moment, and signalling through a pidfd.
+// `kidreaper reap`'s settings for one server, and the single-server entry point. The work
+// is done by the daemon (daemon.h) and its services (service.h).
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +11,8 @@
 
 #include "common/log.h"
 #include "daemon/event_log.h"
+#include "model/estimate.h"
+#include "observe/manager_lookup.h"
 #include "observe/watcher.h"
 #include "policy/reap_policy.h"
 #include "policy/server_presets.h"
@@ -19,27 +20,9 @@
 
 namespace kidreaper {
 
-// What --limit is compared with.
-enum class Metric {
-    private_memory,  // private clean + dirty: COW-unshared plus own growth (default)
-    pss,
-    rss,
-    anon,
-};
-
-Metric parse_metric(std::string_view text);  // throws UsageError
-std::string metric_name(Metric metric);
-
-// The cheap per-tick value: the last ground truth plus what the kernel counted since
-// (COW copies and anon growth both add private pages). rss and anon come straight from
-// the kernel counters.
-std::uint64_t estimate_metric(const ChildRecord& record, Metric metric);
-// The metric read from smaps_rollup.
-std::uint64_t truth_metric(const SmapsRollup& smaps, Metric metric);
-// True when /proc/PID/syscall's line shows the child blocked in one of `idle_syscalls`.
-bool is_idle_syscall(const std::string& syscall_line, const std::set<long>& idle_syscalls);
-
+// One server's reap settings: the flags of `kidreaper reap`, or a [[service]] table.
 struct ReapOptions {
+    ManagerSelector manager;  // which manager: --pid, --pidfile, --cgroup or --unit
     std::optional<pid_t> pid;
     std::optional<std::string> pidfile;
     Metric metric = Metric::private_memory;
@@ -61,7 +44,9 @@ struct ReapOptions {
     LogFormat log_format = LogFormat::text;
 };
 
-// Runs until SIGINT/SIGTERM (exit 0), the manager is gone (exit 1), or --once is done.
+// The single-server command line: checks the options, then runs the daemon with this one
+// service. Runs until SIGINT/SIGTERM (exit 0), the manager is gone (exit 1), or --once is
+// done.
 int run_reap(const ReapOptions& options, const Logger& log);
 
 }  // namespace kidreaper

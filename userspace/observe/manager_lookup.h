@@ -1,6 +1,6 @@
-// Naming a server's manager: a pid, a pidfile (also one inside a container, reached through
-// /proc/N/root), a cgroup directory or a systemd unit. Every answer is a pid of the host's
-// pid namespace, checked against /proc; a pid of another namespace is never taken as one.
+// Naming a server's manager: a pid or a pidfile today (cgroup and unit selectors are named
+// here and refused with a one-line problem until they are built). Every answer is a live
+// process checked against /proc.
 #pragma once
 
 #include <sys/types.h>
@@ -29,9 +29,15 @@ struct ManagerLookup {
 };
 
 // Resolves `selector` now. Never throws for a missing or unreadable source (a stopping
-// server removes its pidfile, a unit may be inactive): that is a lookup without a pid and
-// a problem. A pidfile under /proc/N/root/ holds a pid of N's pid namespace: it is
-// translated to the host's through NSpid and checked to live in that namespace.
+// server removes its pidfile): that is a lookup without a pid and a problem.
 ManagerLookup find_manager(const ManagerSelector& selector, const ProcFs& proc);
+
+// The pid namespace named by `own_namespace_link` (the text of /proc/self/ns/pid, e.g.
+// "pid:[4026532201]") when it is not the host's initial one; nullopt on the host.
+std::optional<std::string> foreign_pid_namespace(const std::string& own_namespace_link);
+
+// Refuses (Error, one line naming the namespace) when kidreaper runs inside a pid
+// namespace other than the host's: the kernel side reports host pids.
+void require_host_pid_namespace();
 
 }  // namespace kidreaper

@@ -1,0 +1,15 @@
+// The daemon: one Observer (one load of the BPF programs) serving every configured
+// service, each with its own policy, pace, floor, hooks and manager-following. SIGINT and
+// SIGTERM stop; SIGHUP is a reload request (logged: the command line has no file to read).
+#pragma once
+
+#include "common/log.h"
+#include "daemon/config.h"
+
+namespace kidreaper {
+
+// Runs until SIGINT/SIGTERM (exit 0), --once is done for every service (exit 0), or, on
+// the single-server command line, the manager is gone without --wait-for-manager (exit 1).
+int run_daemon(const DaemonConfig& config, const Logger& log);
+
+}  // namespace kidreaper
