@@ -19,8 +19,6 @@ namespace {
 
 using Fields = EventLog::Fields;
 
-constexpr const char* kVersion = "0.1.0";
-
 class Daemon {
 public:
     Daemon(DaemonConfig config, Observer& observer, const ProcFs& proc, SignalGate& gate,
