@@ -209,3 +209,11 @@ TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {
 
 }  // namespace
 }  // namespace kidreaper
+
+TEST(FentryDetachSafe, OnlyFrom513On) {
+    EXPECT_FALSE(kidreaper::fentry_detach_safe("5.10.0-32-cloud-amd64"));
+    EXPECT_FALSE(kidreaper::fentry_detach_safe("5.12.19"));
+    EXPECT_TRUE(kidreaper::fentry_detach_safe("5.13.0"));
+    EXPECT_TRUE(kidreaper::fentry_detach_safe("6.1.0-27-amd64"));
+    EXPECT_FALSE(kidreaper::fentry_detach_safe("garbage"));
+}

@@ -137,6 +137,15 @@ CowSource KernelFeatures::cow_source(FaultSource wanted) const {
             .paired_fills = paired && tp_mm_filemap_fault};
 }
 
+bool fentry_detach_safe(const std::string& release) {
+    int major = 0;
+    int minor = 0;
+    if (!parse_kernel_release(release, major, minor)) {
+        return false;
+    }
+    return major > 5 || (major == 5 && minor >= 13);
+}
+
 bool parse_kernel_release(const std::string& release, int& major, int& minor) {
     const char* begin = release.data();
     const char* end = begin + release.size();

@@ -91,5 +91,10 @@ std::string format_features(const KernelFeatures& features);
 
 // Parses "6.18.44-fc-v595" into (6, 18); false when it is not a version.
 bool parse_kernel_release(const std::string& release, int& major, int& minor);
+// Whether fentry programs can be detached safely on this release: before 5.13 a BPF
+// trampoline's image could be freed while a task still ran in it (fixed by "bpf: Fix fexit
+// trampoline"), which crashed a 5.10 kernel in wp_page_copy on detach. An unparsable
+// release is taken as unsafe (kprobes then).
+bool fentry_detach_safe(const std::string& release);
 
 }  // namespace kidreaper

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,9 +80,13 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
     const auto plain = [](const std::string& symbol, std::string_view base) {
         return symbol.empty() || symbol == base;
     };
-    const bool fentry_possible =
-        source_.mm && options.prefer_fentry && plain(symbols_.wp_page_copy, "wp_page_copy") &&
-        plain(symbols_.do_wp_page, "do_wp_page") && plain(symbols_.finish_fault, "finish_fault");
+    // Before 5.13 detaching fentry programs can crash the kernel (fentry_detach_safe()).
+    utsname host{};
+    const bool detach_safe = uname(&host) == 0 && fentry_detach_safe(host.release);
+    const bool fentry_possible = source_.mm && options.prefer_fentry && detach_safe &&
+                                 plain(symbols_.wp_page_copy, "wp_page_copy") &&
+                                 plain(symbols_.do_wp_page, "do_wp_page") &&
+                                 plain(symbols_.finish_fault, "finish_fault");
     int err = 0;
     if (fentry_possible) {
         err = open_and_load(options, true);
