@@ -3,7 +3,6 @@
 #pragma once
 
 #include <chrono>
-#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -20,7 +19,6 @@ struct ServiceConfig {
 };
 
 struct DaemonConfig {
-    std::string path;  // the config file; empty when built from the command line
     std::chrono::milliseconds interval{1000};  // time between steps of every service
     LogFormat log_format = LogFormat::text;
     FaultSource fault_source = FaultSource::automatic;

@@ -1,9 +1,7 @@
 #include "daemon/daemon.h"
 
-#include <algorithm>
 #include <map>
 #include <memory>
-#include <set>
 
 #include "act/signaller.h"
 #include "act/signals.h"
@@ -16,8 +14,6 @@
 
 namespace kidreaper {
 namespace {
-
-using Fields = EventLog::Fields;
 
 class Daemon {
 public:
@@ -34,11 +30,6 @@ public:
         for (const ServiceConfig& service : config_.services) {
             start_service(service);
         }
-        if (from_file()) {
-            events_.emit("daemon-start", {{"config", config_.path},
-                                          {"services", config_.services.size()},
-                                          {"mode", cow_source_name(observer_.cow_source())}});
-        }
         while (true) {
             if (const int signal = gate_.wait_for(config_.interval); signal != 0) {
                 return stop(signal);
@@ -47,13 +38,13 @@ public:
                 reload();
             }
             bool all_finished = !services_.empty();
-            for (auto& [name, running] : services_) {
-                const StepResult result = running.service->step();
+            for (auto& [name, service] : services_) {
+                const StepResult result = service->step();
                 if (gate_.stop_requested()) {
                     return stop(gate_.received());
                 }
-                if (result == StepResult::gone && !from_file()) {
-                    return 1;  // the single-server command line: its manager is gone
+                if (result == StepResult::gone) {
+                    return 1;  // a manager is gone and its service does not wait for it
                 }
                 all_finished = all_finished && result == StepResult::finished;
             }
@@ -65,29 +56,21 @@ public:
     }
 
 private:
-    struct Running {
-        std::unique_ptr<Service> service;
-    };
-
-    bool from_file() const { return !config_.path.empty(); }
-
     ServiceContext context() {
         return ServiceContext{.observer = observer_,
                               .proc = proc_,
                               .signaller = signaller_,
                               .gate = gate_,
                               .claims = claims_,
-                              .label_events = from_file(),
+                              .label_events = config_.services.size() > 1,
                               .log_format = config_.log_format};
     }
 
     void start_service(const ServiceConfig& config) {
-        // From a file every service waits for a missing manager (and says so): one
-        // server that is down never stops the others.
-        const bool waits = from_file() || config.options.wait_for_manager;
-        auto service = std::make_unique<Service>(config.name, config.options, context(), waits);
+        auto service = std::make_unique<Service>(config.name, config.options, context(),
+                                                 config.options.wait_for_manager);
         service->start();
-        services_[config.name] = Running{std::move(service)};
+        services_[config.name] = std::move(service);
     }
 
     // SIGHUP: the command line has no file to read again.
@@ -105,7 +88,7 @@ private:
     Signaller& signaller_;
     EventLog events_;
     ManagerClaims claims_;
-    std::map<std::string, Running> services_;
+    std::map<std::string, std::unique_ptr<Service>> services_;
 };
 
 }  // namespace

@@ -81,12 +81,6 @@ void Service::start() {
                    {"dry_run", options_.policy.dry_run},
                    {"workers", rule_.text},
                    {"mode", cow_source_name(context_.observer.cow_source())}});
-    if (!watcher_) {
-        emit("manager-missing", {{selector_key(options_.manager.kind), options_.manager.value},
-                                 {"detail", last_problem_.empty() ? last_refusal_ : last_problem_},
-                                 {"action", "waiting"}});
-        waiting_reported_ = true;
-    }
 }
 
 std::optional<pid_t> Service::current_manager() {

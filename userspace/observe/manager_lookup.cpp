@@ -68,7 +68,10 @@ ManagerLookup find_manager(const ManagerSelector& selector, const ProcFs& proc) 
     }
     const auto stat = proc.stat(pid);
     if (!stat || stat->state == 'Z') {
-        lookup.problem = "no process " + std::to_string(pid);
+        lookup.problem = selector.kind == ManagerSelector::Kind::pidfile
+                             ? "pidfile " + selector.value + " names pid " + std::to_string(pid) +
+                                   ", which is not running (is the server running?)"
+                             : "no process " + std::to_string(pid);
         return lookup;
     }
     lookup.pid = pid;
