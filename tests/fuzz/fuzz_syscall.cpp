@@ -5,7 +5,7 @@
 #include <set>
 #include <string>
 
-#include "daemon/reaper.h"
+#include "act/idle.h"
 #include "fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
