@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "daemon/event_log.h"
+#include "observe/manager_lookup.h"
 #include "observe/watcher.h"
 #include "policy/reap_policy.h"
 #include "policy/server_presets.h"
@@ -42,6 +43,9 @@ bool is_idle_syscall(const std::string& syscall_line, const std::set<long>& idle
 struct ReapOptions {
     std::optional<pid_t> pid;
     std::optional<std::string> pidfile;
+    // How the manager is named: exactly one of pid, pidfile, cgroup, unit (pid and pidfile
+    // above are set too when it is one of them).
+    ManagerSelector manager;
     Metric metric = Metric::private_memory;
     ServerPreset server = default_preset();
     // Which children are workers (--workers; else the server preset's rule): only they
