@@ -322,6 +322,9 @@ ServiceConfig parse_service(const toml::table& table, const Defaults& defaults,
             named = true;
             continue;
         }
+        if (name == "metrics") {
+            problems.at(line, name, "only at the top level: one [metrics] table for the daemon");
+        }
         const ReapSetting* setting = find_reap_setting(name);
         if (setting == nullptr) {
             problems.at(line, shown_key(name), "unknown key" + hint(name, known_keys(true)));
