@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "observe/kernel_features.h"
+#include "observe/manager_lookup.h"
 #include "policy/worker_rule.h"
 
 namespace kidreaper {
@@ -19,6 +20,8 @@ enum class OutputFormat { table, json };
 struct DiagnoseOptions {
     std::optional<pid_t> pid;
     std::optional<std::string> pidfile;
+    // --cgroup or --unit (manager_lookup.h); unset with --pid, --pidfile or --demo.
+    std::optional<ManagerSelector> manager;
     std::chrono::milliseconds duration{std::chrono::seconds(30)};
     std::chrono::milliseconds interval{std::chrono::seconds(1)};
     OutputFormat format = OutputFormat::table;

@@ -11,6 +11,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "daemon/config.h"
+#include "daemon/daemon.h"
+#include "daemon/reap_settings.h"
 #include "daemon/reaper.h"
 #include "observe/kernel_features.h"
 #include "observe/observer.h"
@@ -42,6 +45,8 @@ int run_check(const std::string& fault_source, const Logger& log) {
 struct DiagnoseArgs {
     std::string pid;
     std::string pidfile;
+    std::string cgroup;
+    std::string unit;
     std::string duration;
     std::string interval = "1s";
     std::string format = "table";
@@ -60,8 +65,19 @@ DiagnoseOptions to_options(const DiagnoseArgs& args) {
     if (!args.pidfile.empty()) {
         options.pidfile = args.pidfile;
     }
-    if (args.demo && (options.pid || options.pidfile)) {
-        throw UsageError("--demo runs its own server: drop --pid/--pidfile");
+    if (!args.cgroup.empty()) {
+        options.manager = ManagerSelector{ManagerSelector::Kind::cgroup, args.cgroup};
+    }
+    if (!args.unit.empty()) {
+        options.manager = ManagerSelector{ManagerSelector::Kind::unit, args.unit};
+    }
+    const int selectors = (options.pid ? 1 : 0) + (options.pidfile ? 1 : 0) +
+                          (args.cgroup.empty() ? 0 : 1) + (args.unit.empty() ? 0 : 1);
+    if (args.demo && selectors > 0) {
+        throw UsageError("--demo runs its own server: drop --pid/--pidfile/--cgroup/--unit");
+    }
+    if (selectors > 1) {
+        throw UsageError("give only one of --pid, --pidfile, --cgroup, --unit");
     }
     if (!args.duration.empty()) {
         options.duration = parse_duration(args.duration);
@@ -87,87 +103,68 @@ DiagnoseOptions to_options(const DiagnoseArgs& args) {
     return options;
 }
 
-// Raw option text for `reap`.
-struct ReapArgs {
-    std::string pid;
-    std::string pidfile;
-    std::string limit;
-    std::string metric = "private";
-    std::string server;
-    std::string workers;
-    std::string signal;
-    std::string stagger = "10s";
-    unsigned max_concurrent = 1;
-    unsigned min_children = 0;
-    std::string grace = "60s";
-    bool escalate = false;
-    double jitter = 0;
-    std::string interval = "1s";
-    std::string idle_timeout = "10s";
-    bool no_idle_wait = false;
-    std::string replace_timeout = "60s";
-    std::string truth_every = "60s";
-    std::string pre_hook;
-    std::string post_hook;
-    std::string hook_timeout = "30s";
-    bool dry_run = false;
-    bool once = false;
-    bool wait_for_manager = false;
-    std::string log_format = "text";
-    std::string fault_source = "auto";
+// `reap` beyond the per-server settings: the config file and what goes with it.
+struct ReapCommand {
+    ReapArgs args;
+    std::string config;          // --config FILE: the file gives the services
+    bool check_config = false;   // --check-config: validate the file, print the services
+    std::string metrics_listen;  // --metrics-listen ADDR
 };
 
-ReapOptions to_options(const ReapArgs& args) {
-    ReapOptions options;
-    if (!args.pid.empty()) {
-        options.pid = parse_pid(args.pid);
+// With --config, the only flags allowed beside it (the rest are the file's).
+bool allowed_with_config(const std::string& flag) {
+    for (const char* allowed : {"--config", "--check-config", "--metrics-listen", "--log-format",
+                                "--fault-source", "--dry-run", "--help"}) {
+        if (flag == allowed) {
+            return true;
+        }
     }
-    if (!args.pidfile.empty()) {
-        options.pidfile = args.pidfile;
+    return false;
+}
+
+int run_reap_command(const CLI::App& reap, const ReapCommand& command, const Logger& log) {
+    if (command.config.empty()) {
+        if (command.check_config) {
+            throw UsageError("--check-config needs --config FILE");
+        }
+        const ReapOptions options = to_options(command.args);
+        MetricsSettings metrics;
+        if (!command.metrics_listen.empty()) {
+            try {
+                check_listen_address(command.metrics_listen);
+            } catch (const UsageError& e) {
+                throw UsageError(std::string("--metrics-listen: ") + e.what());
+            }
+            metrics.listen = command.metrics_listen;
+        }
+        return run_daemon(single_service_config(options, command.args, metrics), log);
     }
-    if (args.limit.empty()) {
-        throw UsageError("--limit is required (e.g. --limit 300MiB)");
+    for (const CLI::Option* option : reap.get_options()) {
+        const std::string flag = option->get_name();
+        if (option->count() > 0 && !allowed_with_config(flag)) {
+            throw UsageError(flag + ": not with --config (the file gives the services; set " +
+                             flag.substr(2) + " there)");
+        }
     }
-    options.policy.limit_bytes = parse_size(args.limit);
-    options.metric = parse_metric(args.metric);
-    if (!args.server.empty()) {
-        options.server = find_server_preset(args.server);
+    ConfigOverrides overrides;
+    if (!command.metrics_listen.empty()) {
+        overrides.metrics_listen = command.metrics_listen;
     }
-    if (!args.workers.empty()) {
-        options.workers = parse_worker_rule(args.workers);
+    if (reap.count("--log-format") > 0) {
+        overrides.log_format = command.args.log_format;
     }
-    options.fault_source = parse_fault_source(args.fault_source);
-    options.policy.signals = options.server.signals;
-    if (!args.signal.empty()) {
-        // --signal replaces the graceful signal; escalation keeps the server's later steps.
-        options.policy.signals.front() = parse_signal(args.signal);
+    if (reap.count("--fault-source") > 0) {
+        overrides.fault_source = command.args.fault_source;
     }
-    options.policy.stagger = parse_duration(args.stagger);
-    options.policy.max_concurrent = args.max_concurrent;
-    options.policy.min_children = args.min_children;
-    options.policy.grace = parse_duration(args.grace);
-    options.policy.escalate = args.escalate;
-    if (args.jitter < 0 || args.jitter > 100) {
-        throw UsageError("--jitter takes a percentage from 0 to 100");
+    overrides.dry_run = command.args.dry_run;
+    const DaemonConfig config = load_config(command.config, overrides);
+    if (command.check_config) {
+        for (const auto& service : config.services) {
+            std::printf("%s\n", describe_service(service).c_str());
+        }
+        return 0;
     }
-    options.policy.jitter_percent = args.jitter;
-    options.policy.replace_timeout = parse_duration(args.replace_timeout);
-    options.policy.dry_run = args.dry_run;
-    options.interval = parse_duration(args.interval);
-    options.idle_timeout = parse_duration(args.idle_timeout);
-    options.idle_wait = !args.no_idle_wait;
-    options.truth_every = parse_duration(args.truth_every);
-    options.pre_hook = args.pre_hook;
-    options.post_hook = args.post_hook;
-    options.hook_timeout = parse_duration(args.hook_timeout);
-    options.once = args.once;
-    options.wait_for_manager = args.wait_for_manager;
-    if (args.log_format == "json") {
-        options.log_format = LogFormat::json;
-    } else if (args.log_format != "text") {
-        throw UsageError("invalid --log-format \"" + args.log_format + "\": expected text or json");
-    }
-    return options;
+    return run_daemon(config, log, overrides);
 }
 
 int run(int argc, char** argv) {
@@ -190,6 +187,10 @@ int run(int argc, char** argv) {
         "diagnose", "Watch a server's children for a while and explain each one's memory");
     diagnose->add_option("--pid", diagnose_args.pid, "The manager (parent) process id");
     diagnose->add_option("--pidfile", diagnose_args.pidfile, "A file holding the manager's pid");
+    diagnose->add_option("--cgroup", diagnose_args.cgroup,
+                         "The manager is the cgroup's process whose parent is outside it");
+    diagnose->add_option("--unit", diagnose_args.unit,
+                         "The manager is the systemd unit's main process (MainPID)");
     diagnose->add_option("--duration", diagnose_args.duration,
                          "How long to watch: 500ms, 10s, 2m or seconds (default 30s; demo 10s)");
     diagnose->add_option("--interval", diagnose_args.interval, "Time between samples (default 1s)");
@@ -206,12 +207,17 @@ int run(int argc, char** argv) {
     diagnose->add_flag("--demo", diagnose_args.demo,
                        "Start a built-in workload (cow, leak, idle children) and diagnose it");
 
-    ReapArgs reap_args;
+    ReapCommand reap_command;
+    ReapArgs& reap_args = reap_command.args;
     auto* reap = app.add_subcommand(
         "reap", "Recycle children over a limit gracefully, one at a time, continuously");
     reap->add_option("--pid", reap_args.pid, "The manager (parent) process id");
     reap->add_option("--pidfile", reap_args.pidfile,
                      "A file holding the manager's pid; re-read to follow restarts");
+    reap->add_option("--cgroup", reap_args.cgroup,
+                     "The manager is the cgroup's process whose parent is outside it");
+    reap->add_option("--unit", reap_args.unit,
+                     "The manager is the systemd unit's main process (MainPID)");
     reap->add_option("--limit", reap_args.limit, "Recycle children over this: 300MiB, 1G, bytes");
     reap->add_option("--metric", reap_args.metric,
                      "private (default: what a child holds alone), pss, rss or anon");
@@ -249,12 +255,19 @@ int run(int argc, char** argv) {
     reap->add_flag("--once", reap_args.once,
                    "Exit when nothing is over the limit or recycling (cron style)");
     reap->add_flag("--wait-for-manager", reap_args.wait_for_manager,
-                   "With --pidfile, keep waiting when the manager is gone");
+                   "With --pidfile, --cgroup or --unit: keep waiting when the manager is gone");
     reap->add_option("--log-format", reap_args.log_format, "text (default) or json");
     reap->add_option(
         "--fault-source", reap_args.fault_source,
         "Where page faults are seen: auto (default), tracepoints (x86 page-fault tracepoints) or "
         "mm (probes on the write-protect path only; see docs/kernels.md)");
+    reap->add_option("--config", reap_command.config,
+                     "A TOML file of services to reap (docs/config.md); the per-server flags "
+                     "are its keys then");
+    reap->add_flag("--check-config", reap_command.check_config,
+                   "With --config: validate the file, print one line per service, exit 0 or 2");
+    reap->add_option("--metrics-listen", reap_command.metrics_listen,
+                     "Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:19977)");
 
     // -v is accepted after the subcommand too.
     for (auto* subcommand : {check, diagnose, reap}) {
@@ -279,10 +292,15 @@ int run(int argc, char** argv) {
         return run_check(check_fault_source, log);
     }
     if (diagnose->parsed()) {
-        return run_diagnose(to_options(diagnose_args), log);
+        const DiagnoseOptions options = to_options(diagnose_args);
+        if (options.manager) {
+            // TODO(manager lookup): resolve --cgroup/--unit through find_manager().
+            throw UsageError("diagnose --cgroup and --unit are not in this build yet");
+        }
+        return run_diagnose(options, log);
     }
     if (reap->parsed()) {
-        return run_reap(to_options(reap_args), log);
+        return run_reap_command(*reap, reap_command, log);
     }
     return 2;
 }

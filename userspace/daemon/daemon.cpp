@@ -2,6 +2,8 @@
 
 #include <map>
 #include <memory>
+#include <set>
+#include <string>
 
 #include "act/signaller.h"
 #include "act/signals.h"
@@ -11,15 +13,26 @@
 #include "observe/manager_lookup.h"
 #include "observe/observer.h"
 #include "observe/procfs.h"
+#include "policy/pidfile_trust.h"
 
 namespace kidreaper {
 namespace {
 
+// Names joined with commas, or "-" when there are none (events stay one word per field).
+std::string name_list(const std::vector<std::string>& names) {
+    std::string text;
+    for (const std::string& name : names) {
+        text += (text.empty() ? "" : ",") + name;
+    }
+    return text.empty() ? "-" : text;
+}
+
 class Daemon {
 public:
-    Daemon(DaemonConfig config, Observer& observer, const ProcFs& proc, SignalGate& gate,
-           Signaller& signaller)
+    Daemon(DaemonConfig config, ConfigOverrides overrides, Observer& observer, const ProcFs& proc,
+           SignalGate& gate, Signaller& signaller)
         : config_(std::move(config)),
+          overrides_(std::move(overrides)),
           observer_(observer),
           proc_(proc),
           gate_(gate),
@@ -27,6 +40,11 @@ public:
           events_(config_.log_format) {}
 
     int run() {
+        if (from_file()) {
+            events_.emit("daemon-start", {{"config", config_.path},
+                                          {"services", config_.services.size()},
+                                          {"mode", cow_source_name(observer_.cow_source())}});
+        }
         for (const ServiceConfig& service : config_.services) {
             start_service(service);
         }
@@ -56,25 +74,93 @@ public:
     }
 
 private:
+    bool from_file() const { return !config_.path.empty(); }
+
     ServiceContext context() {
+        // Events name their service whenever there may be more than one.
         return ServiceContext{.observer = observer_,
                               .proc = proc_,
                               .signaller = signaller_,
                               .gate = gate_,
                               .claims = claims_,
-                              .label_events = config_.services.size() > 1,
+                              .label_events = from_file() || config_.services.size() > 1,
                               .log_format = config_.log_format};
     }
 
+    // A service from a file waits for a missing manager (and is reported); on the command
+    // line only with --wait-for-manager.
     void start_service(const ServiceConfig& config) {
-        auto service = std::make_unique<Service>(config.name, config.options, context(),
-                                                 config.options.wait_for_manager);
+        const bool waits = from_file() || config.options.wait_for_manager;
+        auto service = std::make_unique<Service>(config.name, config.options, context(), waits);
         service->start();
         services_[config.name] = std::move(service);
+        fingerprints_[config.name] = config.fingerprint;
     }
 
-    // SIGHUP: the command line has no file to read again.
-    void reload() { events_.emit("reload", {{"detail", "no --config file: nothing to reload"}}); }
+    void stop_service(const std::string& name) {
+        services_.erase(name);
+        fingerprints_.erase(name);
+    }
+
+    // SIGHUP: reads the file again. Unchanged services keep their state; removed ones stop;
+    // changed ones start again with the new settings; new ones start. A file that does not
+    // parse, or changes what only a restart can change, is refused and the old one kept.
+    void reload() {
+        if (!from_file()) {
+            events_.emit("reload", {{"detail", "no --config file: nothing to reload"}});
+            return;
+        }
+        DaemonConfig next;
+        try {
+            next = load_config(config_.path, overrides_);
+            if (next.fault_source != config_.fault_source) {
+                throw UsageError(config_.path +
+                                 ": fault-source: changes only on a restart (the programs are "
+                                 "loaded once)");
+            }
+            if (next.log_format != config_.log_format) {
+                throw UsageError(config_.path + ": log-format: changes only on a restart");
+            }
+        } catch (const Error& e) {
+            events_.emit("reload-refused", {{"config", config_.path}, {"error", e.what()}});
+            return;
+        }
+        std::vector<std::string> added;
+        std::vector<std::string> changed;
+        std::vector<std::string> removed;
+        std::set<std::string> wanted;
+        for (const ServiceConfig& service : next.services) {
+            wanted.insert(service.name);
+        }
+        for (auto it = fingerprints_.begin(); it != fingerprints_.end();) {
+            const std::string name = (it++)->first;
+            if (wanted.count(name) == 0) {
+                stop_service(name);
+                removed.push_back(name);
+            }
+        }
+        for (const ServiceConfig& service : next.services) {
+            const auto known = fingerprints_.find(service.name);
+            if (known != fingerprints_.end() && known->second == service.fingerprint) {
+                continue;
+            }
+            if (known != fingerprints_.end()) {
+                stop_service(service.name);
+                changed.push_back(service.name);
+            } else {
+                added.push_back(service.name);
+            }
+            start_service(service);
+        }
+        config_.interval = next.interval;
+        config_.metrics = next.metrics;
+        config_.services = next.services;
+        events_.emit("reload", {{"config", config_.path},
+                                {"services", services_.size()},
+                                {"added", name_list(added)},
+                                {"changed", name_list(changed)},
+                                {"removed", name_list(removed)}});
+    }
 
     int stop(int signal) {
         events_.emit("stop", {{"reason", "signal " + signal_name(signal)}});
@@ -82,6 +168,7 @@ private:
     }
 
     DaemonConfig config_;
+    ConfigOverrides overrides_;
     Observer& observer_;
     const ProcFs& proc_;
     SignalGate& gate_;
@@ -89,21 +176,37 @@ private:
     EventLog events_;
     ManagerClaims claims_;
     std::map<std::string, std::unique_ptr<Service>> services_;
+    std::map<std::string, std::string> fingerprints_;  // each running service's settings
 };
+
+// The command line's checks before anything is loaded: a pidfile that cannot be read is a
+// usage error unless the service waits for its manager.
+void check_command_line_services(const DaemonConfig& config) {
+    if (!config.path.empty()) {
+        return;
+    }
+    for (const ServiceConfig& service : config.services) {
+        const ReapOptions& options = service.options;
+        if (options.manager.kind == ManagerSelector::Kind::pidfile && !options.wait_for_manager) {
+            read_pidfile(options.manager.value);
+        }
+    }
+}
 
 }  // namespace
 
-int run_daemon(const DaemonConfig& config, const Logger& log) {
+int run_daemon(const DaemonConfig& config, const Logger& log, const ConfigOverrides& overrides) {
     if (config.services.empty()) {
         throw UsageError("no service to watch");
     }
+    check_command_line_services(config);
     require_host_pid_namespace();
     const KernelFeatures features = require_usable_kernel();
     const ProcFs proc;
     Observer observer({.cow = features.cow_source(config.fault_source)}, log);
     SignalGate gate;
     PidfdSignaller signaller(proc);
-    Daemon daemon(config, observer, proc, gate, signaller);
+    Daemon daemon(config, overrides, observer, proc, gate, signaller);
     return daemon.run();
 }
 

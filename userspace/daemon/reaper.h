@@ -1,5 +1,6 @@
-// `kidreaper reap`'s settings for one server, and the single-server entry point. The work
-// is done by the daemon (daemon.h) and its services (service.h).
+// `kidreaper reap`'s settings for one server, checked and converted (reap_settings.h makes
+// them from the flags or a [[service]] table). The daemon (daemon.h) runs them as services
+// (service.h).
 #pragma once
 
 #include <sys/types.h>
@@ -22,9 +23,11 @@ namespace kidreaper {
 
 // One server's reap settings: the flags of `kidreaper reap`, or a [[service]] table.
 struct ReapOptions {
-    ManagerSelector manager;  // which manager: --pid, --pidfile, --cgroup or --unit
     std::optional<pid_t> pid;
     std::optional<std::string> pidfile;
+    // How the manager is named: exactly one of pid, pidfile, cgroup, unit (pid and pidfile
+    // above are set too when it is one of them).
+    ManagerSelector manager;
     Metric metric = Metric::private_memory;
     ServerPreset server = default_preset();
     // Which children are workers (--workers; else the server preset's rule): only they
@@ -40,13 +43,8 @@ struct ReapOptions {
     std::string pre_hook;           // run before each signal; a non-zero exit vetoes it
     std::string post_hook;          // run once the child exited and was replaced (or timed out)
     bool once = false;              // stop when nothing is over the limit or in flight
-    bool wait_for_manager = false;  // with --pidfile: keep waiting when the manager is gone
+    bool wait_for_manager = false;  // not with --pid: keep waiting when the manager is gone
     LogFormat log_format = LogFormat::text;
 };
-
-// The single-server command line: checks the options, then runs the daemon with this one
-// service. Runs until SIGINT/SIGTERM (exit 0), the manager is gone (exit 1), or --once is
-// done.
-int run_reap(const ReapOptions& options, const Logger& log);
 
 }  // namespace kidreaper
