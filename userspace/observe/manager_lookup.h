@@ -5,8 +5,11 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace kidreaper {
 
@@ -32,6 +35,74 @@ struct ManagerLookup {
 // server removes its pidfile, a unit may be inactive): that is a lookup without a pid and
 // a problem. A pidfile under /proc/N/root/ holds a pid of N's pid namespace: it is
 // translated to the host's through NSpid and checked to live in that namespace.
+// The real systemd is asked over the system bus (a unit selector only), and a unit's
+// ControlGroup is looked up under detect_cgroup_mounts().
 ManagerLookup find_manager(const ManagerSelector& selector, const ProcFs& proc);
+
+// Checks the syntax of a selector's value, as the command line and the config do: a pid's
+// digits (parse_pid), an absolute pidfile or cgroup path, a unit name systemd accepts
+// (unit_name_problem). Throws UsageError (one line) otherwise.
+void validate_selector(const ManagerSelector& selector);
+
+// Why `name` is not the name of a unit that runs processes, one line; empty when it is.
+// Allowed: 1 to 255 characters of [A-Za-z0-9:_.\\-@], a prefix not starting with '.', an
+// instance after '@' when there is one, and the suffix .service or .scope.
+std::string unit_name_problem(std::string_view name);
+
+// What systemd says about one unit: the two properties the lookup needs.
+struct UnitFacts {
+    pid_t main_pid = 0;         // Service.MainPID; 0 for a scope or a service without one
+    std::string control_group;  // ControlGroup, e.g. "/system.slice/x.service"; empty when
+                                // the unit has no processes (inactive)
+};
+
+// The answer of SystemdUnits::facts: the facts, or one line saying why there are none.
+struct UnitQuery {
+    std::optional<UnitFacts> facts;
+    std::string problem;
+};
+
+// Asks systemd about units; the narrow interface tests fake.
+class SystemdUnits {
+public:
+    virtual ~SystemdUnits() = default;
+    // The facts of the loaded unit `name` (already checked by unit_name_problem).
+    virtual UnitQuery facts(const std::string& name) const = 0;
+};
+
+// systemd over the system bus (sd-bus): GetUnit, then MainPID and ControlGroup. Connects
+// per call, with a 5 s timeout per method call. "cannot reach systemd over D-Bus: ..." when
+// there is no system bus or no systemd on it.
+class SdBusSystemdUnits final : public SystemdUnits {
+public:
+    UnitQuery facts(const std::string& name) const override;
+};
+
+// Where a systemd ControlGroup path is found: the cgroup v2 hierarchy and systemd's v1
+// name=systemd one (empty when not mounted).
+struct CgroupMounts {
+    std::filesystem::path unified;     // /sys/fs/cgroup or /sys/fs/cgroup/unified (cgroup2)
+    std::filesystem::path systemd_v1;  // /sys/fs/cgroup/systemd (cgroup, name=systemd)
+};
+
+// Reads the file system types (statfs) of `base` (/sys/fs/cgroup), base/unified and
+// base/systemd.
+CgroupMounts detect_cgroup_mounts(const std::filesystem::path& base = "/sys/fs/cgroup");
+
+// find_manager with the systemd and the cgroup mounts to use (tests pass fakes).
+ManagerLookup find_manager(const ManagerSelector& selector, const ProcFs& proc,
+                           const SystemdUnits& units, const CgroupMounts& mounts);
+
+// The inode of the initial pid namespace in every kernel (PROC_PID_INIT_INO).
+inline constexpr std::uint64_t kInitialPidNamespace = 0xEFFFFFFCU;
+
+// Why a kidreaper in pid namespace `pid_ns_inode` cannot work (one line); empty in the
+// initial pid namespace. The kernel reports host pids to the BPF programs, so kidreaper
+// must see them too.
+std::string pid_namespace_problem(std::uint64_t pid_ns_inode);
+
+// Throws Error (exit 1, one line) unless kidreaper runs in the initial pid namespace
+// (/proc/self/ns/pid), or when that cannot be read.
+void require_host_pid_namespace();
 
 }  // namespace kidreaper
