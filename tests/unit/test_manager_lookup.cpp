@@ -300,6 +300,17 @@ TEST_F(NamespacedPidfile, DotDotIsNotFollowed) {
     EXPECT_TRUE(has(climbed.problem, "'..'")) << climbed.problem;
 }
 
+TEST_F(NamespacedPidfile, TheContainersInitMayBeTheManager) {
+    // gunicorn as a container's init writes "1": that is host pid 500.
+    EXPECT_EQ(lookup(pidfile("1\n")).pid, 500);
+    EXPECT_TRUE(has(lookup(pidfile("0")).problem, "must be greater than 0"));
+    // In the host's own namespace, pid 1 is init: never a manager.
+    proc_.add_namespaced(1, 0, kHostNs, "1");
+    const ManagerLookup init = lookup(pidfile("1", 9));
+    EXPECT_EQ(init.pid, std::nullopt);
+    EXPECT_TRUE(has(init.problem, "names init (pid 1)")) << init.problem;
+}
+
 TEST_F(NamespacedPidfile, AHostOwnerMeansHostPids) {
     // /proc/9/root/...: process 9 is in the host's namespace, so the file holds a host pid.
     EXPECT_EQ(lookup(pidfile("7", 9)).pid, 7);

@@ -156,21 +156,27 @@ ManagerLookup translate(pid_t owner, pid_t inner, const ProcFs& proc) {
 }
 
 ManagerLookup from_pidfile(const std::filesystem::path& path, const ProcFs& proc) {
-    pid_t pid = 0;
-    try {
-        pid = read_pidfile(path);
-    } catch (const Error& e) {
-        return problem(e.what());
-    }
     const std::optional<pid_t> owner = namespace_owner(path, proc.root());
-    if (!owner) {
-        return live(pid, proc, "pidfile " + printable(path.string()));
-    }
-    if (climbs(path)) {
+    if (owner && climbs(path)) {
         return problem("pidfile " + printable(path.string()) +
                        ": '.' or '..' in a path under a process's root is not followed");
     }
-    return translate(*owner, pid, proc);
+    pid_t pid = 0;
+    try {
+        // Inside a container the manager may well be pid 1 (its init).
+        pid = read_pidfile(path, owner ? 1 : 2);
+    } catch (const Error& e) {
+        return problem(e.what());
+    }
+    if (!owner) {
+        return live(pid, proc, "pidfile " + printable(path.string()));
+    }
+    ManagerLookup lookup = translate(*owner, pid, proc);
+    if (lookup.pid && *lookup.pid <= 1) {
+        // A pidfile of the host's own namespace naming init (/proc/1/root/...).
+        return problem("pidfile " + printable(path.string()) + " names init (pid 1)");
+    }
+    return lookup;
 }
 
 struct CgroupScan {
@@ -372,7 +378,7 @@ public:
     bool is(const char* name) const { return sd_bus_error_has_name(&error_, name) != 0; }
 
 private:
-    sd_bus_error error_ = SD_BUS_ERROR_NULL;
+    sd_bus_error error_{};  // SD_BUS_ERROR_NULL, a C compound literal, is all zeros
 };
 
 UnitQuery bus_problem(std::string text) {

@@ -191,7 +191,8 @@ struct PidCheck {
     PidProblem problem = PidProblem::malformed;
 };
 
-PidCheck check_pid(std::string_view text) {
+// `min_pid` is 1 or more.
+PidCheck check_pid(std::string_view text, pid_t min_pid = 2) {
     PidCheck check;
     if (text.empty() ||
         !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -207,7 +208,7 @@ PidCheck check_pid(std::string_view text) {
     if (ec != std::errc{} || ptr != text.data() + text.size()) {
         return check;
     }
-    if (value <= 1) {
+    if (value < static_cast<std::uint64_t>(std::max<pid_t>(min_pid, 1))) {
         check.problem = PidProblem::too_small;
         return check;
     }
@@ -533,7 +534,7 @@ std::optional<double> ProcFs::uptime_seconds() const {
     return seconds;
 }
 
-pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors) {
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors, pid_t min_pid) {
     const std::string prefix = "pidfile " + printable(path_for_errors) + ": ";
     if (text.size() > kMaxPidfile) {
         throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
@@ -543,7 +544,7 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
     if (content.empty()) {
         throw UsageError(prefix + "empty, expected a process id");
     }
-    const PidCheck check = check_pid(content);
+    const PidCheck check = check_pid(content, min_pid);
     switch (check.problem) {
         case PidProblem::none:
             return check.pid;
@@ -551,7 +552,8 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
             throw UsageError(prefix + "expected one decimal process id, found " + quoted(content));
         case PidProblem::too_small:
             throw UsageError(prefix + "process id " + quoted(content) +
-                             " is not valid (must be greater than 1)");
+                             " is not valid (must be greater than " +
+                             std::to_string(std::max<pid_t>(min_pid, 1) - 1) + ")");
         case PidProblem::too_large:
             throw UsageError(prefix + "process id " + quoted(content) +
                              " is larger than the kernel limit " + std::to_string(kPidMaxLimit));
@@ -559,7 +561,7 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
     throw UsageError(prefix + "unreadable");  // unreachable: the switch covers every value
 }
 
-pid_t read_pidfile(const std::filesystem::path& path) {
+pid_t read_pidfile(const std::filesystem::path& path, pid_t min_pid) {
     const std::string what = "pidfile " + printable(path.string());
     const std::string prefix = what + ": ";
     const UniqueFd fd(open_retrying(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
@@ -596,7 +598,7 @@ pid_t read_pidfile(const std::filesystem::path& path) {
         throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
                          " bytes, not a pidfile");
     }
-    return parse_pidfile_text(result.data, path.string());
+    return parse_pidfile_text(result.data, path.string(), min_pid);
 }
 
 pid_t parse_pid(std::string_view text) {

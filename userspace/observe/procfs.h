@@ -128,14 +128,18 @@ private:
 
 // Reads a pidfile as a hostile input: opened with O_NOFOLLOW|O_NONBLOCK (a symlink as the
 // last component or a fifo cannot trick us), it must be a regular file of at most 64
-// bytes holding one decimal pid (ASCII whitespace around it allowed), greater than 1 and
-// at most kPidMaxLimit. Throws UsageError ("pidfile PATH: REASON", one line) otherwise.
-pid_t read_pidfile(const std::filesystem::path& path);
+// bytes holding one decimal pid (ASCII whitespace around it allowed), at least `min_pid`
+// (2: a host's pidfile never names init; 1 inside a container, whose manager may be its
+// pid 1) and at most kPidMaxLimit. Throws UsageError ("pidfile PATH: REASON", one line)
+// otherwise.
+pid_t read_pidfile(const std::filesystem::path& path, pid_t min_pid = 2);
 
 // The pure half of read_pidfile: checks a pidfile's content (at most 64 bytes, one decimal
-// pid with optional ASCII whitespace around it, > 1, <= kPidMaxLimit). `path_for_errors`
-// only names the file in the UsageError it throws otherwise (made printable).
-pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors);
+// pid with optional ASCII whitespace around it, >= min_pid, <= kPidMaxLimit).
+// `path_for_errors` only names the file in the UsageError it throws otherwise (made
+// printable).
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors,
+                         pid_t min_pid = 2);
 
 // Validates a pid given on the command line the same way (only decimal digits, no
 // whitespace or sign, > 1, <= kPidMaxLimit). Throws UsageError otherwise.
