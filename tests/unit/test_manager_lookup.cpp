@@ -449,10 +449,49 @@ protected:
 
 TEST_F(UnitLookup, MainPid) {
     proc_.add_simple(100, 1, "gunicorn");
+    proc_.write(100, "cgroup", "0::/system.slice/gunicorn.service\n");
     units_.add("gunicorn.service", unit_facts(100, "/system.slice/gunicorn.service"));
     const ManagerLookup found = lookup("gunicorn.service");
     EXPECT_EQ(found.pid, 100);
     EXPECT_EQ(found.problem, "");
+}
+
+TEST_F(UnitLookup, AMainPidOfAnotherNamespaceIsNeverTaken) {
+    // A systemd in a container says MainPID 22; host pid 22 is a kernel thread.
+    proc_.add_simple(22, 2, "cpuhp/1");
+    proc_.write(22, "cgroup", "12:pids:/\n1:name=systemd:/\n0::/\n");
+    units_.add("app.service", unit_facts(22, "/system.slice/app.service"));
+    const ManagerLookup other = lookup("app.service");
+    EXPECT_EQ(other.pid, std::nullopt);
+    EXPECT_EQ(other.problem,
+              "unit app.service: MainPID 22 is not a process in its cgroup "
+              "/system.slice/app.service (a systemd of another pid namespace?)");
+    // No cgroup file to read: not taken either.
+    proc_.add_simple(23, 1, "x");
+    units_.add("b.service", unit_facts(23, "/system.slice/b.service"));
+    EXPECT_EQ(lookup("b.service").pid, std::nullopt);
+}
+
+TEST_F(UnitLookup, AMainPidInASubCgroupOrOnTheV1Line) {
+    proc_.add_simple(100, 1, "app");
+    proc_.write(100, "cgroup", "9:name=systemd:/system.slice/app.service/payload\n");
+    units_.add("app.service", unit_facts(100, "/system.slice/app.service"));
+    EXPECT_EQ(lookup("app.service").pid, 100);
+}
+
+TEST(InCgroup, TheV2OrNameSystemdLineAtOrBelowTheGroup) {
+    EXPECT_TRUE(in_cgroup("0::/system.slice/a.service\n", "/system.slice/a.service"));
+    EXPECT_TRUE(in_cgroup("0::/system.slice/a.service/sub\n", "/system.slice/a.service"));
+    EXPECT_TRUE(in_cgroup("4:cpu:/\n1:name=systemd:/system.slice/a.service\n0::/\n",
+                          "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("0::/system.slice/a.service2\n", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("0::/system.slice\n", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("4:cpu:/system.slice/a.service\n", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("0:x:/system.slice/a.service\n", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("0::/kr/system.slice/a.service\n", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("garbage", "/system.slice/a.service"));
+    EXPECT_FALSE(in_cgroup("0::/a\n", ""));
+    EXPECT_FALSE(in_cgroup("", "/a"));
 }
 
 TEST_F(UnitLookup, ADeadMainPidIsAProblem) {

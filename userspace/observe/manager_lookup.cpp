@@ -332,7 +332,17 @@ ManagerLookup from_unit(const std::string& unit, const ProcFs& proc, const Syste
     }
     const UnitFacts& facts = *query.facts;
     if (facts.main_pid > 0) {
-        return live(facts.main_pid, proc, "unit " + unit + ": MainPID");
+        // A systemd in another pid or cgroup namespace (a container's, reached through
+        // DBUS_SYSTEM_BUS_ADDRESS) reports its own pids: the host pid of that number is
+        // another process, outside the unit's cgroup.
+        ManagerLookup main = live(facts.main_pid, proc, "unit " + unit + ": MainPID");
+        const std::optional<std::string> cgroup = main.pid ? proc.cgroup(*main.pid) : std::nullopt;
+        if (main.pid && (!cgroup || !in_cgroup(*cgroup, facts.control_group))) {
+            return problem("unit " + unit + ": MainPID " + std::to_string(facts.main_pid) +
+                           " is not a process in its cgroup " + printable(facts.control_group) +
+                           " (a systemd of another pid namespace?)");
+        }
+        return main;
     }
     if (facts.main_pid < 0) {
         return problem("unit " + unit + ": systemd reports an invalid MainPID");
@@ -342,6 +352,42 @@ ManagerLookup from_unit(const std::string& unit, const ProcFs& proc, const Syste
     }
     return from_unit_cgroup(unit, facts.control_group, mounts, proc);
 }
+
+}  // namespace
+
+bool in_cgroup(std::string_view proc_cgroup, std::string_view control_group) {
+    if (control_group.empty() || control_group.front() != '/') {
+        return false;
+    }
+    std::string_view rest = proc_cgroup;
+    while (!rest.empty()) {
+        const std::size_t newline = rest.find('\n');
+        std::string_view line = rest.substr(0, newline);
+        rest.remove_prefix(newline == std::string_view::npos ? rest.size() : newline + 1);
+        // "HIERARCHY-ID:CONTROLLERS:PATH"; PATH may hold ':' itself.
+        const std::size_t first = line.find(':');
+        const std::size_t second =
+            first == std::string_view::npos ? first : line.find(':', first + 1);
+        if (second == std::string_view::npos) {
+            continue;
+        }
+        const std::string_view id = line.substr(0, first);
+        const std::string_view controllers = line.substr(first + 1, second - first - 1);
+        const std::string_view path = line.substr(second + 1);
+        const bool v2 = id == "0" && controllers.empty();
+        if (!v2 && controllers != "name=systemd") {
+            continue;
+        }
+        if (control_group == "/" ||
+            (path.substr(0, control_group.size()) == control_group &&
+             (path.size() == control_group.size() || path[control_group.size()] == '/'))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+namespace {
 
 bool is_fs(const std::filesystem::path& path, std::int64_t magic) {
     struct statfs fs {};

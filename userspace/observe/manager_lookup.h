@@ -71,8 +71,9 @@ public:
 };
 
 // systemd over the system bus (sd-bus): GetUnit, then MainPID and ControlGroup. Connects
-// per call, with a 5 s timeout per method call. "cannot reach systemd over D-Bus: ..." when
-// there is no system bus or no systemd on it.
+// per call, with a 5 s timeout per method call. MainPID is a pid of systemd's own pid
+// namespace: find_manager takes it only when the process is in the unit's ControlGroup. "cannot
+// reach systemd over D-Bus: ..." when there is no system bus or no systemd on it.
 class SdBusSystemdUnits final : public SystemdUnits {
 public:
     UnitQuery facts(const std::string& name) const override;
@@ -84,6 +85,11 @@ struct CgroupMounts {
     std::filesystem::path unified;     // /sys/fs/cgroup or /sys/fs/cgroup/unified (cgroup2)
     std::filesystem::path systemd_v1;  // /sys/fs/cgroup/systemd (cgroup, name=systemd)
 };
+
+// True when /proc/PID/cgroup text `proc_cgroup` puts the process in `control_group` or
+// below it, on the cgroup v2 line ("0::PATH") or systemd's v1 one ("N:name=systemd:PATH").
+// Paths are as the reader's cgroup namespace sees them.
+bool in_cgroup(std::string_view proc_cgroup, std::string_view control_group);
 
 // Reads the file system types (statfs) of `base` (/sys/fs/cgroup), base/unified and
 // base/systemd.

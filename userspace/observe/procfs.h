@@ -111,6 +111,8 @@ public:
     // Processes whose parent is `parent` (scans ROOT/[0-9]*/stat), sorted by pid.
     // Processes that vanish during the scan are skipped; an unreadable root gives {}.
     std::vector<pid_t> children_of(pid_t parent) const;
+    // The text of /proc/PID/cgroup (see in_cgroup in manager_lookup.h).
+    std::optional<std::string> cgroup(pid_t pid) const { return read_file(pid, "cgroup"); }
     // Every process of ROOT ([0-9]* entries), sorted; an unreadable root gives {}.
     std::vector<pid_t> pids() const;
     // The pid namespace of PID: the inode of ROOT/PID/ns/pid ("pid:[INODE]").
