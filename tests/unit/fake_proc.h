@@ -96,6 +96,29 @@ public:
         dir_.write(std::filesystem::path(std::to_string(pid)) / std::string(name), content);
     }
 
+    // Makes ROOT/PID/ns/pid a symbolic link reading "pid:[INODE]", as the kernel's does.
+    void set_pid_namespace(pid_t pid, unsigned long long inode) const {
+        const std::filesystem::path ns = root() / std::to_string(pid) / "ns";
+        std::filesystem::create_directories(ns);
+        std::filesystem::remove(ns / "pid");
+        std::filesystem::create_symlink("pid:[" + std::to_string(inode) + "]", ns / "pid");
+    }
+
+    // A process in pid namespace `ns_inode` whose NSpid line is `nspid` ("600\t7": host
+    // pid first); its status has the Tgid and PPid lines too.
+    void add_namespaced(pid_t pid, pid_t ppid, unsigned long long ns_inode, std::string_view nspid,
+                        char state = 'S') const {
+        add_process(pid, make_stat(pid, "worker", state, ppid),
+                    "Name:\tworker\nTgid:\t" + std::to_string(pid) + "\nNSpid:\t" +
+                        std::string(nspid) + "\nPPid:\t" + std::to_string(ppid) + "\n");
+        set_pid_namespace(pid, ns_inode);
+    }
+
+    // Writes ROOT/RELATIVE (a pidfile under ROOT/PID/root/, ...); returns its path.
+    std::string write_path(const std::filesystem::path& relative, std::string_view content) const {
+        return dir_.write(relative, content).string();
+    }
+
     // Writes ROOT/uptime.
     void set_uptime(std::string_view content) const { dir_.write("uptime", content); }
 

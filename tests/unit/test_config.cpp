@@ -600,7 +600,7 @@ TEST(ConfigFingerprint, DifferentForAChangedValue) {
     EXPECT_NE(base, fingerprint_of("[[service]]\nname = \"a\"\npid = 4243\nlimit = \"100MiB\"\n"));
     EXPECT_NE(base, fingerprint_of("[[service]]\nname = \"b\"\npid = 4242\nlimit = \"100MiB\"\n"));
     EXPECT_NE(base, fingerprint_of(
-                        "[[service]]\nname = \"a\"\npidfile = \"4242\"\nlimit = \"100MiB\"\n"));
+                        "[[service]]\nname = \"a\"\npidfile = \"/run/a.pid\"\nlimit = \"100MiB\"\n"));
     EXPECT_NE(base, fingerprint_of(kMinimal + "pre-hook = \"x\"\n"));
     // Explicitly the default value is the same as not given.
     EXPECT_EQ(base, fingerprint_of(kMinimal + "stagger = \"10s\"\nmetric = \"private\"\n"));
@@ -644,10 +644,13 @@ TEST(ReapSettings, WaitForManagerWithEverySelectorButPid) {
     EXPECT_TRUE(contains(usage_error_message([&] { (void)to_options(args); }),
                          "--wait-for-manager needs --pidfile, --cgroup or --unit"));
     args.pid.clear();
-    for (std::string ReapArgs::*selector :
-         {&ReapArgs::pidfile, &ReapArgs::cgroup, &ReapArgs::unit}) {
+    for (const auto& [selector, value] :
+         std::vector<std::pair<std::string ReapArgs::*, std::string>>{
+             {&ReapArgs::pidfile, "/run/x.pid"},
+             {&ReapArgs::cgroup, "/sys/fs/cgroup/x"},
+             {&ReapArgs::unit, "x.service"}}) {
         ReapArgs with = args;
-        with.*selector = "x";
+        with.*selector = value;
         EXPECT_TRUE(to_options(with).wait_for_manager);
     }
 }

@@ -724,6 +724,9 @@ TEST(ReadPidfile, AcceptsOneDecimalPid) {
     const std::string padded = std::string(61, ' ') + "99\n";  // exactly 64 bytes
     ASSERT_EQ(padded.size(), 64u);
     EXPECT_EQ(read_pidfile(dir.write("h.pid", padded)), 99);
+    // Inside a container (min_pid 1) its init may be named.
+    EXPECT_EQ(read_pidfile(dir.write("i.pid", "1\n"), 1), 1);
+    EXPECT_EQ(parse_pidfile_text("1", "a.pid", 1), 1);
 }
 
 TEST(ReadPidfile, RejectsSymlink) {

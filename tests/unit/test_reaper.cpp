@@ -92,8 +92,3 @@ TEST(Metric, ParsesItsNames) {
 
 }  // namespace
 }  // namespace kidreaper
-
-TEST(PidNamespace, OnlyTheInitialNamespaceIsTheHosts) {
-    EXPECT_EQ(kidreaper::foreign_pid_namespace("pid:[4026531836]"), std::nullopt);
-    EXPECT_EQ(kidreaper::foreign_pid_namespace("pid:[4026532201]"), "pid:[4026532201]");
-}

@@ -16,6 +16,7 @@
 #include "common/units.h"
 #include "demo/workload.h"
 #include "observe/kernel_features.h"
+#include "observe/manager_lookup.h"
 #include "observe/observer.h"
 #include "observe/procfs.h"
 #include "observe/watcher.h"
@@ -109,17 +110,28 @@ private:
 
 }  // namespace
 
-pid_t resolve_manager(const std::optional<pid_t>& pid, const std::optional<std::string>& pidfile) {
-    if (pid && pidfile) {
+pid_t resolve_manager(const DiagnoseOptions& options, const ProcFs& proc) {
+    if (options.pid && options.pidfile) {
         throw UsageError("give --pid or --pidfile, not both");
     }
-    if (pid) {
-        return *pid;
+    if (options.pid) {
+        return *options.pid;
     }
-    if (pidfile) {
-        return read_pidfile(*pidfile);
+    if (!options.pidfile && !options.manager) {
+        throw UsageError("which server? give --pid, --pidfile, --cgroup or --unit (or --demo)");
     }
-    throw UsageError("which server? give --pid PID or --pidfile FILE (or --demo)");
+    const ManagerSelector selector =
+        options.manager ? *options.manager
+                        : ManagerSelector{ManagerSelector::Kind::pidfile, *options.pidfile};
+    validate_selector(selector);
+    if (selector.kind == ManagerSelector::Kind::pidfile) {
+        (void)read_pidfile(selector.value, 1);  // a missing or malformed file: usage, exit 2
+    }
+    const ManagerLookup lookup = find_manager(selector, proc);
+    if (!lookup.pid) {
+        throw Error(lookup.problem);
+    }
+    return *lookup.pid;
 }
 
 int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
@@ -129,14 +141,14 @@ int run_diagnose(const DiagnoseOptions& options, const Logger& log) {
     if (options.duration < options.interval) {
         throw UsageError("--duration must be at least one --interval");
     }
-    const pid_t given = options.demo ? 0 : resolve_manager(options.pid, options.pidfile);
+    const ProcFs proc;
+    const pid_t given = options.demo ? 0 : resolve_manager(options, proc);
     const KernelFeatures features = require_usable_kernel();
     std::optional<DemoServer> demo;
     if (options.demo) {
         demo.emplace();
     }
     const pid_t manager = demo ? demo->manager() : given;
-    ProcFs proc;
     if (!proc.stat(manager)) {
         throw Error("no process " + std::to_string(manager));
     }

@@ -15,6 +15,8 @@
 
 namespace kidreaper {
 
+class ProcFs;
+
 enum class OutputFormat { table, json };
 
 struct DiagnoseOptions {
@@ -35,7 +37,9 @@ struct DiagnoseOptions {
 // Runs the diagnosis; prints the table or JSON on stdout. Returns the exit code.
 int run_diagnose(const DiagnoseOptions& options, const Logger& log);
 
-// The manager pid from --pid or --pidfile (validated). Throws UsageError.
-pid_t resolve_manager(const std::optional<pid_t>& pid, const std::optional<std::string>& pidfile);
+// The manager pid from --pid, --pidfile, --cgroup or --unit (find_manager: a pidfile under
+// /proc/N/root is translated). Throws UsageError for a bad selector or pidfile, Error when
+// no manager is found.
+pid_t resolve_manager(const DiagnoseOptions& options, const ProcFs& proc);
 
 }  // namespace kidreaper

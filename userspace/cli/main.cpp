@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <system_error>
 #include <optional>
 #include <string>
 
@@ -22,6 +24,17 @@
 
 namespace kidreaper {
 namespace {
+
+// A path given on the command line, made absolute against the working directory (the
+// daemon rereads it later, and the config file takes only absolute paths).
+std::string absolute_path(const std::string& path) {
+    if (path.empty() || path.front() == '/') {
+        return path;
+    }
+    std::error_code error;
+    const std::filesystem::path absolute = std::filesystem::absolute(path, error);
+    return error ? path : absolute.lexically_normal().string();
+}
 
 int run_check(const std::string& fault_source, const Logger& log) {
     const FaultSource wanted = parse_fault_source(fault_source);
@@ -127,7 +140,10 @@ int run_reap_command(const CLI::App& reap, const ReapCommand& command, const Log
         if (command.check_config) {
             throw UsageError("--check-config needs --config FILE");
         }
-        const ReapOptions options = to_options(command.args);
+        ReapArgs args = command.args;
+        args.pidfile = absolute_path(args.pidfile);
+        args.cgroup = absolute_path(args.cgroup);
+        const ReapOptions options = to_options(args);
         MetricsSettings metrics;
         if (!command.metrics_listen.empty()) {
             try {
@@ -137,7 +153,7 @@ int run_reap_command(const CLI::App& reap, const ReapCommand& command, const Log
             }
             metrics.listen = command.metrics_listen;
         }
-        return run_daemon(single_service_config(options, command.args, metrics), log);
+        return run_daemon(single_service_config(options, args, metrics), log);
     }
     for (const CLI::Option* option : reap.get_options()) {
         const std::string flag = option->get_name();
@@ -292,11 +308,9 @@ int run(int argc, char** argv) {
         return run_check(check_fault_source, log);
     }
     if (diagnose->parsed()) {
+        diagnose_args.pidfile = absolute_path(diagnose_args.pidfile);
+        diagnose_args.cgroup = absolute_path(diagnose_args.cgroup);
         const DiagnoseOptions options = to_options(diagnose_args);
-        if (options.manager) {
-            // TODO(manager lookup): resolve --cgroup/--unit through find_manager().
-            throw UsageError("diagnose --cgroup and --unit are not in this build yet");
-        }
         return run_diagnose(options, log);
     }
     if (reap->parsed()) {

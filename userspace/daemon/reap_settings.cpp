@@ -217,6 +217,7 @@ ReapOptions to_options(const ReapArgs& args) {
         throw UsageError("give only one of --pid, --pidfile, --cgroup, --unit");
     }
     options.manager = selectors.front();
+    validate_selector(options.manager);
     if (args.wait_for_manager && options.manager.kind == ManagerSelector::Kind::pid) {
         throw UsageError(
             "--wait-for-manager needs --pidfile, --cgroup or --unit (a new manager has a new pid)");

@@ -82,15 +82,7 @@ ReadResult read_at_most(int fd, std::size_t limit) {
 
 // The whole file, or nullopt on any failure (including a file larger than kMaxProcFile).
 std::optional<std::string> read_small_file(const std::filesystem::path& path) {
-    const UniqueFd fd(open_retrying(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) {
-        return std::nullopt;
-    }
-    ReadResult result = read_at_most(fd.get(), kMaxProcFile);
-    if (result.error != 0 || result.too_large) {
-        return std::nullopt;
-    }
-    return std::move(result.data);
+    return read_bounded_file(path, kMaxProcFile);
 }
 
 bool is_space(char c) {
@@ -199,7 +191,8 @@ struct PidCheck {
     PidProblem problem = PidProblem::malformed;
 };
 
-PidCheck check_pid(std::string_view text) {
+// `min_pid` is 1 or more.
+PidCheck check_pid(std::string_view text, pid_t min_pid = 2) {
     PidCheck check;
     if (text.empty() ||
         !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -215,7 +208,7 @@ PidCheck check_pid(std::string_view text) {
     if (ec != std::errc{} || ptr != text.data() + text.size()) {
         return check;
     }
-    if (value <= 1) {
+    if (value < static_cast<std::uint64_t>(std::max<pid_t>(min_pid, 1))) {
         check.problem = PidProblem::too_small;
         return check;
     }
@@ -280,6 +273,70 @@ std::optional<ProcStat> parse_stat(std::string_view text) {
         }
     }
     return stat;
+}
+
+std::optional<std::vector<pid_t>> parse_status_nspid(std::string_view text) {
+    std::optional<std::vector<pid_t>> found;
+    bool duplicate = false;
+    bool malformed = false;
+    for_each_key_line(text, [&](std::string_view key, std::string_view value) {
+        if (key != "NSpid") {
+            return true;
+        }
+        if (found) {
+            duplicate = true;
+            return false;
+        }
+        std::vector<pid_t> pids;
+        std::string_view rest = value;
+        for (std::string_view token = next_token(rest); !token.empty(); token = next_token(rest)) {
+            const std::optional<pid_t> pid = parse_number<pid_t>(token);
+            if (!pid || *pid <= 0 || pids.size() == kMaxNsPids) {
+                malformed = true;
+                return false;
+            }
+            pids.push_back(*pid);
+        }
+        if (pids.empty()) {
+            malformed = true;
+            return false;
+        }
+        found = std::move(pids);
+        return true;
+    });
+    if (duplicate || malformed) {
+        return std::nullopt;
+    }
+    return found;
+}
+
+std::optional<std::uint64_t> parse_ns_link(std::string_view link, std::string_view type) {
+    // "pid:[4026531836]"
+    if (link.size() < type.size() + 4 || link.substr(0, type.size()) != type ||
+        link.substr(type.size(), 2) != ":[" || link.back() != ']') {
+        return std::nullopt;
+    }
+    const std::string_view digits = link.substr(type.size() + 2, link.size() - type.size() - 3);
+    if (digits.empty() || digits.front() == '+' || digits.front() == '-') {
+        return std::nullopt;
+    }
+    const std::optional<std::uint64_t> inode = parse_number<std::uint64_t>(digits);
+    if (!inode || *inode == 0) {
+        return std::nullopt;
+    }
+    return inode;
+}
+
+std::optional<std::string> read_bounded_file(const std::filesystem::path& path, std::size_t limit) {
+    const UniqueFd fd(open_retrying(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+        return std::nullopt;
+    }
+    ReadResult result = read_at_most(fd.get(), limit);
+    if (result.error != 0 || result.too_large) {
+        return std::nullopt;
+    }
+    return std::move(result.data);
 }
 
 std::optional<std::uint64_t> parse_schedstat(std::string_view text) {
@@ -432,6 +489,38 @@ std::vector<pid_t> ProcFs::children_of(pid_t parent) const {
     return children;
 }
 
+std::vector<pid_t> ProcFs::pids() const {
+    std::vector<pid_t> all;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(root_, ec), end; !ec && it != end;
+         it.increment(ec)) {
+        const std::optional<pid_t> pid = parse_number<pid_t>(it->path().filename().string());
+        if (pid && *pid > 0) {
+            all.push_back(*pid);
+        }
+    }
+    std::sort(all.begin(), all.end());
+    return all;
+}
+
+std::optional<std::uint64_t> ProcFs::pid_namespace(pid_t pid) const {
+    if (pid <= 0) {
+        return std::nullopt;
+    }
+    const std::filesystem::path link = root_ / std::to_string(pid) / "ns" / "pid";
+    char target[64];
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof target) {
+        return std::nullopt;  // gone, unreadable, or longer than any "pid:[INODE]"
+    }
+    return parse_ns_link(std::string_view(target, static_cast<std::size_t>(n)), "pid");
+}
+
+std::optional<std::vector<pid_t>> ProcFs::ns_pids(pid_t pid) const {
+    const std::optional<std::string> text = read_file(pid, "status");
+    return text ? parse_status_nspid(*text) : std::nullopt;
+}
+
 std::optional<double> ProcFs::uptime_seconds() const {
     const std::optional<std::string> text = read_small_file(root_ / "uptime");
     if (!text) {
@@ -445,7 +534,7 @@ std::optional<double> ProcFs::uptime_seconds() const {
     return seconds;
 }
 
-pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors) {
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors, pid_t min_pid) {
     const std::string prefix = "pidfile " + printable(path_for_errors) + ": ";
     if (text.size() > kMaxPidfile) {
         throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
@@ -455,7 +544,7 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
     if (content.empty()) {
         throw UsageError(prefix + "empty, expected a process id");
     }
-    const PidCheck check = check_pid(content);
+    const PidCheck check = check_pid(content, min_pid);
     switch (check.problem) {
         case PidProblem::none:
             return check.pid;
@@ -463,7 +552,8 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
             throw UsageError(prefix + "expected one decimal process id, found " + quoted(content));
         case PidProblem::too_small:
             throw UsageError(prefix + "process id " + quoted(content) +
-                             " is not valid (must be greater than 1)");
+                             " is not valid (must be greater than " +
+                             std::to_string(std::max<pid_t>(min_pid, 1) - 1) + ")");
         case PidProblem::too_large:
             throw UsageError(prefix + "process id " + quoted(content) +
                              " is larger than the kernel limit " + std::to_string(kPidMaxLimit));
@@ -471,7 +561,7 @@ pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_erro
     throw UsageError(prefix + "unreadable");  // unreachable: the switch covers every value
 }
 
-pid_t read_pidfile(const std::filesystem::path& path) {
+pid_t read_pidfile(const std::filesystem::path& path, pid_t min_pid) {
     const std::string what = "pidfile " + printable(path.string());
     const std::string prefix = what + ": ";
     const UniqueFd fd(open_retrying(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
@@ -508,7 +598,7 @@ pid_t read_pidfile(const std::filesystem::path& path) {
         throw UsageError(prefix + "larger than " + std::to_string(kMaxPidfile) +
                          " bytes, not a pidfile");
     }
-    return parse_pidfile_text(result.data, path.string());
+    return parse_pidfile_text(result.data, path.string(), min_pid);
 }
 
 pid_t parse_pid(std::string_view text) {

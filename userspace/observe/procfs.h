@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -74,6 +75,23 @@ std::optional<std::uint64_t> parse_schedstat(std::string_view text);
 // parse_smaps_rollup: needs an "Rss:" line; other missing lines read 0.
 std::optional<SmapsRollup> parse_smaps_rollup(std::string_view text);
 
+// Deepest pid-namespace nesting the kernel allows (MAX_PID_NS_LEVEL), plus the initial one.
+inline constexpr std::size_t kMaxNsPids = 33;
+
+// parse_status_nspid: the NSpid line of /proc/PID/status (Linux >= 4.1): the process's pid
+// in each pid namespace it belongs to, outermost (the /proc mount's) first, its own last.
+// std::nullopt when there is no NSpid line, more than one, or it is not 1 to kMaxNsPids
+// pids greater than 0 separated by whitespace.
+std::optional<std::vector<pid_t>> parse_status_nspid(std::string_view text);
+
+// parse_ns_link: the target of a /proc/PID/ns/TYPE link, "TYPE:[INODE]", as its inode;
+// std::nullopt for another type or anything else.
+std::optional<std::uint64_t> parse_ns_link(std::string_view link, std::string_view type);
+
+// The whole file at `path` if it is at most `limit` bytes; std::nullopt when it cannot be
+// opened or read, or is larger. Never throws.
+std::optional<std::string> read_bounded_file(const std::filesystem::path& path, std::size_t limit);
+
 // /proc readers rooted at `root` (normally "/proc"). std::nullopt when the process is
 // gone or the file unreadable, unparsable or larger than 1 MiB; never throws.
 class ProcFs {
@@ -93,6 +111,14 @@ public:
     // Processes whose parent is `parent` (scans ROOT/[0-9]*/stat), sorted by pid.
     // Processes that vanish during the scan are skipped; an unreadable root gives {}.
     std::vector<pid_t> children_of(pid_t parent) const;
+    // The text of /proc/PID/cgroup (see in_cgroup in manager_lookup.h).
+    std::optional<std::string> cgroup(pid_t pid) const { return read_file(pid, "cgroup"); }
+    // Every process of ROOT ([0-9]* entries), sorted; an unreadable root gives {}.
+    std::vector<pid_t> pids() const;
+    // The pid namespace of PID: the inode of ROOT/PID/ns/pid ("pid:[INODE]").
+    std::optional<std::uint64_t> pid_namespace(pid_t pid) const;
+    // PID's pids per pid namespace, outermost first (see parse_status_nspid).
+    std::optional<std::vector<pid_t>> ns_pids(pid_t pid) const;
     // Boot-relative uptime in seconds (ROOT/uptime first field).
     std::optional<double> uptime_seconds() const;
     const std::filesystem::path& root() const { return root_; }
@@ -104,14 +130,18 @@ private:
 
 // Reads a pidfile as a hostile input: opened with O_NOFOLLOW|O_NONBLOCK (a symlink as the
 // last component or a fifo cannot trick us), it must be a regular file of at most 64
-// bytes holding one decimal pid (ASCII whitespace around it allowed), greater than 1 and
-// at most kPidMaxLimit. Throws UsageError ("pidfile PATH: REASON", one line) otherwise.
-pid_t read_pidfile(const std::filesystem::path& path);
+// bytes holding one decimal pid (ASCII whitespace around it allowed), at least `min_pid`
+// (2: a host's pidfile never names init; 1 inside a container, whose manager may be its
+// pid 1) and at most kPidMaxLimit. Throws UsageError ("pidfile PATH: REASON", one line)
+// otherwise.
+pid_t read_pidfile(const std::filesystem::path& path, pid_t min_pid = 2);
 
 // The pure half of read_pidfile: checks a pidfile's content (at most 64 bytes, one decimal
-// pid with optional ASCII whitespace around it, > 1, <= kPidMaxLimit). `path_for_errors`
-// only names the file in the UsageError it throws otherwise (made printable).
-pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors);
+// pid with optional ASCII whitespace around it, >= min_pid, <= kPidMaxLimit).
+// `path_for_errors` only names the file in the UsageError it throws otherwise (made
+// printable).
+pid_t parse_pidfile_text(std::string_view text, const std::string& path_for_errors,
+                         pid_t min_pid = 2);
 
 // Validates a pid given on the command line the same way (only decimal digits, no
 // whitespace or sign, > 1, <= kPidMaxLimit). Throws UsageError otherwise.
