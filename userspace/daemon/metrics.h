@@ -1,7 +1,7 @@
 // The daemon's Prometheus metrics: one registry, served over HTTP (prometheus-cpp's Exposer)
 // and/or written to a textfile for node-exporter's textfile collector.
 //
-// The metric names and labels are a contract (docs/metrics.md):
+// The metric names and labels are a contract (also listed in docs/kubernetes.md):
 //   kidreaper_build_info{version,mode}                   1
 //   kidreaper_manager_up{service}                        1 while the service's manager is watched
 //   kidreaper_children{service}                          live workers
