@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -320,7 +321,10 @@ HookResult run_hook(const HookRequest& request, SignalGate& gate, int output_fd)
         pollfd watched[3] = {{output_open ? output_read.get() : -1, POLLIN, 0},
                              {exit_watch.get(), POLLIN, 0},
                              {gate.fd(), POLLIN, 0}};
-        const timespec wait = to_timespec(left);
+        // At most a slice: the gate's heartbeat runs between slices.
+        const timespec wait = to_timespec(
+            std::min<Clock::duration>(left, std::chrono::duration_cast<Clock::duration>(
+                                                SignalGate::kMaxSlice)));
         if (ppoll(watched, 3, &wait, nullptr) < 0) {
             if (errno == EINTR) {
                 continue;

@@ -4,6 +4,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -49,6 +50,9 @@ SignalGate::~SignalGate() {
 }
 
 int SignalGate::collect() {
+    if (heartbeat_) {
+        heartbeat_();
+    }
     signalfd_siginfo info{};
     while (true) {
         const ssize_t got = read(fd_, &info, sizeof info);
@@ -80,8 +84,10 @@ int SignalGate::wait_for(std::chrono::milliseconds timeout) {
         if (reload_requested_ && !reload_was_pending) {
             return 0;  // a reload request: the caller looks at it now
         }
-        const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            deadline - std::chrono::steady_clock::now());
+        const auto left = std::min<std::chrono::nanoseconds>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(
+                deadline - std::chrono::steady_clock::now()),
+            kMaxSlice);
         if (left.count() <= 0) {
             return 0;
         }

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <functional>
 
 namespace kidreaper {
 
@@ -40,6 +41,9 @@ public:
         reload_requested_ = false;
         return requested;
     }
+    // Called on every collect(), so every wait (the tick's, an idle wait's, a hook's) runs
+    // it at least once a second: the daemon pings its watchdog there.
+    void set_heartbeat(std::function<void()> heartbeat) { heartbeat_ = std::move(heartbeat); }
     // The first termination signal received so far, or 0.
     int received() const { return received_; }
     // collect(), then whether a termination signal was ever received: "stop now".
@@ -48,12 +52,16 @@ public:
         return received_ != 0;
     }
 
+    // The longest a wait sleeps before it collects (and beats) again.
+    static constexpr std::chrono::seconds kMaxSlice{1};
+
 private:
     sigset_t blocked_{};
     sigset_t previous_{};
     int fd_ = -1;
     int received_ = 0;
     bool reload_requested_ = false;
+    std::function<void()> heartbeat_;
 };
 
 }  // namespace kidreaper

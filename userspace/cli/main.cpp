@@ -187,7 +187,7 @@ int run(int argc, char** argv) {
     CLI::App app{
         "kidreaper: tells a memory leak from copy-on-write in a pre-fork server's "
         "children, and recycles oversized children gracefully"};
-    app.set_version_flag("--version", "kidreaper 0.1.0");
+    app.set_version_flag("--version", std::string("kidreaper ") + KIDREAPER_VERSION);
     bool verbose = false;
     app.add_flag("-v,--verbose", verbose, "Debug output, libbpf's log included");
     app.require_subcommand(1);

@@ -12,17 +12,12 @@
 #include <vector>
 
 #include "daemon/event_log.h"
+#include "daemon/metrics_settings.h"
 #include "daemon/reap_settings.h"
 #include "daemon/reaper.h"
 #include "observe/kernel_features.h"
 
 namespace kidreaper {
-
-// Where the metrics go; each is off when unset.
-struct MetricsSettings {
-    std::optional<std::string> listen;    // HOST:PORT for Prometheus /metrics over HTTP
-    std::optional<std::string> textfile;  // an absolute path, written atomically
-};
 
 // One reaped server.
 struct ServiceConfig {

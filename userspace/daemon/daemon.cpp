@@ -1,14 +1,19 @@
 #include "daemon/daemon.h"
 
+#include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "act/signaller.h"
 #include "act/signals.h"
 #include "common/error.h"
+#include "daemon/metrics.h"
+#include "daemon/notify.h"
 #include "daemon/service.h"
+#include "observe/bpf_stats.h"
 #include "observe/kernel_features.h"
 #include "observe/manager_lookup.h"
 #include "observe/observer.h"
@@ -37,9 +42,26 @@ public:
           proc_(proc),
           gate_(gate),
           signaller_(signaller),
-          events_(config_.log_format) {}
+          events_(config_.log_format) {
+        if (config_.metrics.listen || config_.metrics.textfile) {
+            metrics_.emplace(config_.metrics, KIDREAPER_VERSION,
+                             cow_source_name(observer_.cow_source()));
+        }
+        gate_.set_heartbeat([this] {
+            if (notifier_.watchdog_due()) {
+                notifier_.ping_watchdog();
+            }
+        });
+    }
+    ~Daemon() { gate_.set_heartbeat({}); }
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
 
     int run() {
+        if (metrics_ && config_.metrics.listen) {
+            events_.emit("metrics", {{"listen", *config_.metrics.listen},
+                                     {"port", metrics_->listening_port()}});
+        }
         if (from_file()) {
             events_.emit("daemon-start", {{"config", config_.path},
                                           {"services", config_.services.size()},
@@ -48,13 +70,18 @@ public:
         for (const ServiceConfig& service : config_.services) {
             start_service(service);
         }
+        notifier_.ready();
+        notifier_.status(status_line());
         while (true) {
             if (const int signal = gate_.wait_for(config_.interval); signal != 0) {
                 return stop(signal);
             }
             if (gate_.take_reload()) {
+                notifier_.reloading();
                 reload();
+                notifier_.ready_after_reload();
             }
+            const auto started = std::chrono::steady_clock::now();
             bool all_finished = !services_.empty();
             for (auto& [name, service] : services_) {
                 const StepResult result = service->step();
@@ -62,11 +89,14 @@ public:
                     return stop(gate_.received());
                 }
                 if (result == StepResult::gone) {
+                    notifier_.stopping();
                     return 1;  // a manager is gone and its service does not wait for it
                 }
                 all_finished = all_finished && result == StepResult::finished;
             }
+            publish(std::chrono::steady_clock::now() - started);
             if (all_finished) {
+                notifier_.stopping();
                 events_.emit("stop", {{"reason", "once: nothing over the limit or in flight"}});
                 return 0;
             }
@@ -76,6 +106,43 @@ public:
 private:
     bool from_file() const { return !config_.path.empty(); }
 
+    // The metrics of this tick: each service's snapshot, the tick's duration, the kernel's
+    // run time of each program. A textfile that cannot be written is reported once per
+    // distinct error and tried again next tick.
+    void publish(std::chrono::steady_clock::duration tick) {
+        if (!metrics_) {
+            return;
+        }
+        for (const auto& [name, service] : services_) {
+            metrics_->update(service->snapshot());
+        }
+        metrics_->observe_tick(std::chrono::duration<double>(tick).count());
+        metrics_->observe_bpf(read_bpf_program_stats(observer_.program_fds()));
+        try {
+            metrics_->publish();
+            last_publish_error_.clear();
+        } catch (const Error& e) {
+            if (e.what() != last_publish_error_) {
+                events_.emit("metrics-error", {{"error", e.what()}});
+                last_publish_error_ = e.what();
+            }
+        }
+        if (++ticks_since_status_ >= kStatusEvery) {
+            notifier_.status(status_line());
+            ticks_since_status_ = 0;
+        }
+    }
+
+    // systemctl status's line: how many services have their manager.
+    std::string status_line() const {
+        std::size_t up = 0;
+        for (const auto& [name, service] : services_) {
+            up += service->manager() != 0 && service->snapshot().manager_up ? 1 : 0;
+        }
+        return "watching " + std::to_string(services_.size()) + " service(s), " +
+               std::to_string(up) + " with a manager";
+    }
+
     ServiceContext context() {
         // Events name their service whenever there may be more than one.
         return ServiceContext{.observer = observer_,
@@ -84,7 +151,8 @@ private:
                               .gate = gate_,
                               .claims = claims_,
                               .label_events = from_file() || config_.services.size() > 1,
-                              .log_format = config_.log_format};
+                              .log_format = config_.log_format,
+                              .metrics = metrics_ ? &*metrics_ : nullptr};
     }
 
     // A service from a file waits for a missing manager (and is reported); on the command
@@ -100,6 +168,9 @@ private:
     void stop_service(const std::string& name) {
         services_.erase(name);
         fingerprints_.erase(name);
+        if (metrics_) {
+            metrics_->forget(name);
+        }
     }
 
     // SIGHUP: reads the file again. Unchanged services keep their state; removed ones stop;
@@ -120,6 +191,10 @@ private:
             }
             if (next.log_format != config_.log_format) {
                 throw UsageError(config_.path + ": log-format: changes only on a restart");
+            }
+            if (next.metrics.listen != config_.metrics.listen ||
+                next.metrics.textfile != config_.metrics.textfile) {
+                throw UsageError(config_.path + ": [metrics]: changes only on a restart");
             }
         } catch (const Error& e) {
             events_.emit("reload-refused", {{"config", config_.path}, {"error", e.what()}});
@@ -163,6 +238,7 @@ private:
     }
 
     int stop(int signal) {
+        notifier_.stopping();
         events_.emit("stop", {{"reason", "signal " + signal_name(signal)}});
         return 0;
     }
@@ -177,6 +253,11 @@ private:
     ManagerClaims claims_;
     std::map<std::string, std::unique_ptr<Service>> services_;
     std::map<std::string, std::string> fingerprints_;  // each running service's settings
+    ServiceNotifier notifier_;
+    std::optional<Metrics> metrics_;  // with [metrics] (or --metrics-listen) only
+    std::string last_publish_error_;
+    static constexpr int kStatusEvery = 10;  // ticks between status lines
+    int ticks_since_status_ = 0;
 };
 
 // The command line's checks before anything is loaded: a pidfile that cannot be read is a

@@ -44,7 +44,10 @@ Service::Service(std::string name, ReapOptions options, const ServiceContext& co
       events_(context.log_format),
       policy_(options_.policy),
       facts_(context.proc.root()),
-      rule_(options_.workers ? *options_.workers : parse_worker_rule(options_.server.workers)) {}
+      rule_(options_.workers ? *options_.workers : parse_worker_rule(options_.server.workers)) {
+    snapshot_.service = name_;
+    snapshot_.limit_bytes = options_.policy.limit_bytes;
+}
 
 Service::~Service() {
     detach();
@@ -192,6 +195,10 @@ StepResult Service::step() {
         return StepResult::gone;
     }
     if (!watcher_) {
+        snapshot_ = ServiceSnapshot{};
+        snapshot_.service = name_;
+        snapshot_.limit_bytes = options_.policy.limit_bytes;
+        snapshot_.cow_bytes_total = cow_total_;
         return StepResult::running;  // waiting for the manager (to come back)
     }
     const PolicyActions actions = tick();
@@ -210,7 +217,9 @@ PolicyActions Service::tick() {
         emit("capacity", capacity_event_fields(notice));
     }
     refresh_oldest_truth();
+    count_cow();
     std::vector<ChildView> views;
+    std::vector<const ChildRecord*> workers;
     std::map<pid_t, std::uint64_t> alive;
     const TimePoint judged_at = Clock::now();
     for (const auto& [pid, record] : watcher_->children()) {
@@ -221,6 +230,7 @@ PolicyActions Service::tick() {
         if (!is_worker(record, judged_at)) {
             continue;  // a helper: never a candidate, never counted
         }
+        workers.push_back(&record);
         ChildView view;
         view.pid = pid;
         view.start_ticks = record.start_ticks;
@@ -232,6 +242,7 @@ PolicyActions Service::tick() {
         }
         views.push_back(view);
     }
+    take_snapshot(workers);
     watcher_->prune_exited();
     roles_->keep_only(alive);
     std::erase_if(helpers_reported_,
@@ -250,6 +261,7 @@ PolicyActions Service::tick() {
         }
         const auto outcome = context_.signaller.send(
             {escalation.pid, escalation.start_ticks, manager_}, escalation.signal);
+        count_signal(escalation.signal, outcome_name(outcome));
         emit("escalate", {{"pid", escalation.pid},
                           {"signal", signal_name(escalation.signal)},
                           {"outcome", outcome_name(outcome)},
@@ -343,6 +355,9 @@ void Service::run_post_hook(pid_t pid) {
 void Service::skip(const RecycleAction& action, const std::string& code, const std::string& reason,
                    std::optional<Duration> hold) {
     emit("skip", {{"pid", action.pid}, {"reason", reason}, {"code", code}});
+    if (context_.metrics != nullptr) {
+        context_.metrics->count_skip(name_, code);
+    }
     policy_.refused(action.pid, Clock::now(), hold);
 }
 
@@ -440,12 +455,63 @@ void Service::recycle(const RecycleAction& action, std::size_t alive_count) {
     }
     const auto outcome =
         context_.signaller.send({action.pid, action.start_ticks, manager_}, action.signal);
+    count_signal(action.signal, outcome_name(outcome));
     if (outcome != SignalOutcome::sent) {
         skip(action, "signal-failed", "not signalled: " + outcome_name(outcome));
         return;
     }
     emit("recycle", fields);
+    if (context_.metrics != nullptr) {
+        context_.metrics->count_recycle(name_, verdict_name(verdict));
+    }
     policy_.signalled(action, Clock::now(), alive_count);
+}
+
+void Service::count_signal(int signal, const std::string& outcome) const {
+    if (context_.metrics != nullptr) {
+        context_.metrics->count_signal(name_, signal_name(signal), outcome);
+    }
+}
+
+void Service::count_cow() {
+    std::map<std::pair<pid_t, std::uint64_t>, std::uint64_t> seen;
+    for (const auto& [pid, record] : watcher_->children()) {
+        const std::pair<pid_t, std::uint64_t> key{pid, record.start_ticks};
+        const std::uint64_t now = record.account.cow_bytes();
+        const auto before = cow_seen_.find(key);
+        const std::uint64_t was = before == cow_seen_.end() ? 0 : before->second;
+        cow_total_ += now > was ? now - was : 0;
+        if (!record.exited) {
+            seen[key] = std::max(now, was);
+        }
+    }
+    cow_seen_ = std::move(seen);
+}
+
+void Service::take_snapshot(const std::vector<const ChildRecord*>& workers) {
+    ServiceSnapshot snap;
+    snap.service = name_;
+    snap.manager_up = watcher_ != nullptr && watcher_->manager_alive();
+    snap.children = workers.size();
+    snap.limit_bytes = options_.policy.limit_bytes;
+    snap.cow_bytes_total = cow_total_;
+    for (const ChildRecord* record : workers) {
+        snap.private_bytes += estimate_metric(*record, Metric::private_memory);
+        snap.pss_bytes += estimate_metric(*record, Metric::pss);
+        snap.rss_bytes += record->latest.rss_bytes();
+        if (record->smaps_last) {
+            snap.shared_bytes += record->smaps_last->shared_bytes();
+        }
+        snap.largest_child_bytes =
+            std::max(snap.largest_child_bytes, estimate_metric(*record, options_.metric));
+        if (context_.metrics != nullptr) {
+            const Verdict verdict = record->samples.size() > 2
+                                        ? classify(record->samples.samples()).verdict
+                                        : Verdict::unknown;
+            ++snap.children_by_verdict[std::string(verdict_name(verdict))];
+        }
+    }
+    snapshot_ = std::move(snap);
 }
 
 std::string Service::lifetime(const ChildRecord& record) const {

@@ -16,6 +16,7 @@
 
 #include "act/hooks.h"
 #include "daemon/event_log.h"
+#include "daemon/metrics.h"
 #include "daemon/reaper.h"
 #include "observe/process_facts.h"
 #include "observe/watcher.h"
@@ -26,6 +27,7 @@
 
 namespace kidreaper {
 
+class Metrics;
 class Observer;
 class ProcFs;
 class Signaller;
@@ -53,6 +55,7 @@ struct ServiceContext {
     ManagerClaims& claims;
     bool label_events = false;  // add service=NAME to every event (a daemon of services)
     LogFormat log_format = LogFormat::text;
+    Metrics* metrics = nullptr;  // counts recycles, signals and skips; none without [metrics]
 };
 
 // How one step of a service ended.
@@ -78,6 +81,10 @@ public:
     const std::string& name() const { return name_; }
     const ReapOptions& options() const { return options_; }
     pid_t manager() const { return manager_; }
+    // The service as of its last step, for the metrics: sums over its live workers (each
+    // child's estimate since its last ground truth), its largest worker in the service's
+    // metric, and the COW bytes its children copied since the service started.
+    ServiceSnapshot snapshot() const { return snapshot_; }
 
 private:
     void emit(const std::string& event, EventLog::Fields fields) const;
@@ -106,6 +113,12 @@ private:
               std::optional<Duration> hold = std::nullopt);
     void recycle(const RecycleAction& action, std::size_t alive_count);
     std::string lifetime(const ChildRecord& record) const;
+    // Adds what every watched child copied since the last step to the service's COW total
+    // (before exited children are pruned, so their last copies count too).
+    void count_cow();
+    // Fills snapshot_ from this step's workers.
+    void take_snapshot(const std::vector<const ChildRecord*>& workers);
+    void count_signal(int signal, const std::string& outcome) const;
 
     // Each child's whole life, thinned: 8 KiB a child (docs/reap.md).
     static constexpr std::size_t kSamplesKept = 256;
@@ -132,6 +145,10 @@ private:
     pid_t last_refused_pid_ = 0;
     std::string last_problem_;
     int ticks_ = 0;
+    // COW bytes each child (pid, start time) had at the last step, and the service's total.
+    std::map<std::pair<pid_t, std::uint64_t>, std::uint64_t> cow_seen_;
+    std::uint64_t cow_total_ = 0;
+    ServiceSnapshot snapshot_;
 };
 
 }  // namespace kidreaper

@@ -734,6 +734,17 @@ std::vector<CowSiteSample> Observer::read_cow_sites() const {
     return sites;
 }
 
+std::vector<BpfProgramFd> Observer::program_fds() const {
+    std::vector<BpfProgramFd> programs;
+    bpf_program* program = nullptr;
+    bpf_object__for_each_program(program, skel_->obj) {
+        if (const int fd = bpf_program__fd(program); fd >= 0) {
+            programs.push_back({bpf_program__name(program), fd});
+        }
+    }
+    return programs;
+}
+
 std::uint64_t Observer::now_ns() {
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);

@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "kidreaper/abi.h"
 #include "model/cow_accounting.h"
+#include "observe/bpf_stats.h"
 #include "observe/capacity.h"
 #include "observe/kernel_features.h"
 #include "observe/readings.h"
@@ -118,6 +119,9 @@ public:
     bool exact_cow() const { return source_.exact; }
     // How COW is told from other write faults, as loaded and attached.
     const CowSource& cow_source() const { return source_; }
+
+    // The loaded programs (name and fd), for read_bpf_program_stats().
+    std::vector<BpfProgramFd> program_fds() const;
 
     // The clock of kr_child's *_ns fields (CLOCK_MONOTONIC, as bpf_ktime_get_ns()).
     static std::uint64_t now_ns();
