@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,7 +12,8 @@
 
 namespace kidreaper::testing {
 
-DaemonProcess::DaemonProcess(const std::vector<std::string>& argv) {
+DaemonProcess::DaemonProcess(const std::vector<std::string>& argv,
+                             const std::vector<std::string>& environment) {
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         throw std::runtime_error("pipe failed");
@@ -22,6 +24,9 @@ DaemonProcess::DaemonProcess(const std::vector<std::string>& argv) {
     }
     if (pid_ == 0) {
         dup2(fds[1], STDOUT_FILENO);
+        for (const auto& assignment : environment) {
+            putenv(const_cast<char*>(assignment.c_str()));  // lives until exec
+        }
         std::vector<char*> args;
         for (const auto& arg : argv) {
             args.push_back(const_cast<char*>(arg.c_str()));

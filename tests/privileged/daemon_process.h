@@ -17,7 +17,9 @@ namespace kidreaper::testing {
 class DaemonProcess {
 public:
     // Starts argv (argv[0] a path) with stdout on a pipe; stderr is left to the test's.
-    explicit DaemonProcess(const std::vector<std::string>& argv);
+    // `environment` ("NAME=VALUE") is added to the test's own.
+    explicit DaemonProcess(const std::vector<std::string>& argv,
+                           const std::vector<std::string>& environment = {});
     // Kills it (SIGKILL) when it still runs, and reaps it.
     ~DaemonProcess();
     DaemonProcess(const DaemonProcess&) = delete;
@@ -29,9 +31,8 @@ public:
     // those arriving within `timeout`; nullopt when none came (or the process ended).
     std::optional<nlohmann::json> wait_for(
         const std::string& name,
-        const std::function<bool(const nlohmann::json&)>& match = [](const nlohmann::json&) {
-            return true;
-        },
+        const std::function<bool(const nlohmann::json&)>& match =
+            [](const nlohmann::json&) { return true; },
         std::chrono::milliseconds timeout = std::chrono::seconds(30));
     // Every event named `name` so far.
     std::vector<nlohmann::json> events(const std::string& name) const;

@@ -115,8 +115,8 @@ inline void write_file(const std::filesystem::path& path, const std::string& con
 // `pidfile` before it waits for it. `fixture_args` go to kr-fixture (default: two idle
 // children).
 inline std::vector<std::string> namespaced_fixture(pid_t manager_ns_pid, const std::string& pidfile,
-                                            const std::vector<std::string>& fixture_args = {
-                                                "--child", "idle", "--child", "idle"}) {
+                                                   const std::vector<std::string>& fixture_args = {
+                                                       "--child", "idle", "--child", "idle"}) {
     const std::string script =
         "echo " + std::to_string(manager_ns_pid - 1) +
         " > /proc/sys/kernel/ns_last_pid || exit 97; exec 3<&0; \"$@\" <&3 3<&- & echo $! > " +

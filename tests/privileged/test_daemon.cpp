@@ -2,15 +2,20 @@
 // around one set of BPF programs, SIGHUP reloads, and a manager in its own pid namespace
 // reached through /proc/N/root while its number on the host belongs to another manager.
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -97,8 +102,8 @@ int programs_listed() {
         if (access(bpftool, X_OK) != 0) {
             continue;
         }
-        const auto listed = testing::run_command({bpftool, "--json", "prog", "show"},
-                                                 std::chrono::seconds(20));
+        const auto listed =
+            testing::run_command({bpftool, "--json", "prog", "show"}, std::chrono::seconds(20));
         int count = 0;
         for (const auto& program : json::parse(listed.output)) {
             if (program.value("name", "").rfind("on_rss_stat", 0) == 0) {
@@ -108,6 +113,20 @@ int programs_listed() {
         return count;
     }
     return testing::count_loaded_programs();
+}
+
+// The sum of every series of `metric` labelled service="SERVICE" in a text exposition.
+double metric_sum(const std::string& exposition, const std::string& metric,
+                  const std::string& service) {
+    double total = 0;
+    std::istringstream lines(exposition);
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind(metric + "{", 0) == 0 &&
+            line.find("service=\"" + service + "\"") != std::string::npos) {
+            total += std::stod(line.substr(line.rfind(' ') + 1));
+        }
+    }
+    return total;
 }
 
 auto for_service(const std::string& name) {
@@ -129,9 +148,11 @@ TEST(Daemon, TwoServicesInOneDaemonAreRecycledOnTheirOwnWithOneSetOfPrograms) {
     }
     const TempDir dir;
     const std::string pidfile = write_pidfile(dir, "shop", by_pidfile->manager());
-    const auto config = dir.write(
-        "kidreaper.toml", kQuickDefaults + service_table("shop", "pidfile", pidfile) +
-                              service_table("blog", "cgroup", cgroup.path().string()));
+    const std::string textfile = (dir.path() / "kidreaper.prom").string();
+    const auto config =
+        dir.write("kidreaper.toml", kQuickDefaults + "[metrics]\ntextfile = \"" + textfile +
+                                        "\"\n" + service_table("shop", "pidfile", pidfile) +
+                                        service_table("blog", "cgroup", cgroup.path().string()));
     const int programs_before = programs_listed();
 
     DaemonProcess daemon(daemon_argv(config));
@@ -150,8 +171,8 @@ TEST(Daemon, TwoServicesInOneDaemonAreRecycledOnTheirOwnWithOneSetOfPrograms) {
     daemon.signal(SIGTERM);
     EXPECT_EQ(daemon.wait_exit(std::chrono::seconds(20)), 0) << daemon.output();
     for (const auto& start : daemon.events("start")) {
-        EXPECT_EQ(start.at("manager"), start.at("service") == "shop" ? by_pidfile->manager()
-                                                                      : by_cgroup->manager());
+        EXPECT_EQ(start.at("manager"),
+                  start.at("service") == "shop" ? by_pidfile->manager() : by_cgroup->manager());
     }
     EXPECT_EQ(daemon.events("recycle").size(), 2u) << daemon.output();
     EXPECT_EQ(exited_children(*by_pidfile, std::chrono::milliseconds(300)),
@@ -161,6 +182,19 @@ TEST(Daemon, TwoServicesInOneDaemonAreRecycledOnTheirOwnWithOneSetOfPrograms) {
     EXPECT_TRUE(alive_child_of(by_pidfile->child("small"), by_pidfile->manager()));
     EXPECT_TRUE(alive_child_of(by_cgroup->child("small"), by_cgroup->manager()));
     EXPECT_EQ(testing::wait_for_loaded_programs(programs_before), programs_before);
+    // The last tick's metrics, one set of series per service.
+    std::ifstream in(textfile);
+    const std::string metrics((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+    for (const char* service : {"shop", "blog"}) {
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_recycles_total", service), 1) << metrics;
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_signals_total", service), 1) << metrics;
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_manager_up", service), 1) << metrics;
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_children", service), 2) << metrics;
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_limit_bytes", service), 12 << 20) << metrics;
+        EXPECT_EQ(metric_sum(metrics, "kidreaper_children_by_verdict", service), 2) << metrics;
+        EXPECT_GT(metric_sum(metrics, "kidreaper_children_memory_bytes", service), 0) << metrics;
+    }
 }
 
 TEST(Daemon, SighupAddsChangesAndRemovesServicesAndABadFileKeepsTheOldOnes) {
@@ -245,9 +279,9 @@ TEST(Daemon, AManagerInItsOwnPidNamespaceIsReachedThroughProcRootAndTheHostsNumb
     FixtureLaunch launch;
     launch.program = "/usr/bin/unshare";
     FixtureProcess container(
-        testing::namespaced_fixture(host->manager(), pidfile,
-                                    {"--preload", "16M", "--respawn", "--child", "big1=leak:24M",
-                                     "--child", "small=idle"}),
+        testing::namespaced_fixture(
+            host->manager(), pidfile,
+            {"--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"}),
         launch);
     container.wait_ready();
     ASSERT_EQ(container.manager(), host->manager()) << "ns_last_pid did not give the manager "
@@ -262,9 +296,9 @@ TEST(Daemon, AManagerInItsOwnPidNamespaceIsReachedThroughProcRootAndTheHostsNumb
     ASSERT_TRUE(testing::await([&] { return std::filesystem::exists(pidfile); }));
 
     const std::string through_root = "/proc/" + std::to_string(*init) + "/root" + pidfile;
-    const auto config = dir.write("kidreaper.toml",
-                                  kQuickDefaults + "once = true\n" +
-                                      service_table("container", "pidfile", through_root));
+    const auto config =
+        dir.write("kidreaper.toml", kQuickDefaults + "once = true\n" +
+                                        service_table("container", "pidfile", through_root));
     DaemonProcess daemon(daemon_argv(config));
     EXPECT_EQ(daemon.wait_exit(std::chrono::seconds(60)), 0) << daemon.output();
     const auto starts = daemon.events("start");
@@ -281,6 +315,103 @@ TEST(Daemon, AManagerInItsOwnPidNamespaceIsReachedThroughProcRootAndTheHostsNumb
     EXPECT_TRUE(exited_children(*host, std::chrono::milliseconds(300)).empty());
     EXPECT_TRUE(alive_child_of(host->child("big1"), host->manager()));
     EXPECT_EQ(kill(host->manager(), 0), 0);
+}
+
+// A bound AF_UNIX datagram socket: what systemd listens on as NOTIFY_SOCKET.
+class NotifySocket {
+public:
+    explicit NotifySocket(const std::filesystem::path& path) : path_(path.string()) {
+        fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        sockaddr_un addr = {};
+        addr.sun_family = AF_UNIX;
+        path_.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+        if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+            ADD_FAILURE() << "bind " << path_;
+        }
+        timeval timeout = {0, 200'000};
+        setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    }
+    ~NotifySocket() { close(fd_); }
+    NotifySocket(const NotifySocket&) = delete;
+    NotifySocket& operator=(const NotifySocket&) = delete;
+
+    const std::string& path() const { return path_; }
+    // The next datagram within 200 ms; empty when none came.
+    std::string receive() const {
+        char buffer[4096];
+        const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+        return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+    }
+    // Datagrams until one contains `text` (returned), up to `timeout`; `seen` gets them all.
+    std::optional<std::string> wait_for(const std::string& text, std::vector<std::string>& seen,
+                                        std::chrono::milliseconds timeout) const {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            const std::string message = receive();
+            if (message.empty()) {
+                continue;
+            }
+            seen.push_back(message);
+            if (message.find(text) != std::string::npos) {
+                return message;
+            }
+        }
+        return std::nullopt;
+    }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+};
+
+TEST(Daemon, TellsSystemdItIsReadyReloadingAndStoppingAndFeedsTheWatchdogThroughALongHook) {
+    KR_REQUIRE_BPF();
+    const auto server = big_and_small();
+    const TempDir dir;
+    const NotifySocket notify(dir.path() / "notify");
+    const std::string pidfile = write_pidfile(dir, "app", server->manager());
+    // The pre-hook outlasts the watchdog's interval (4 s; pinged every 2 s), then vetoes.
+    const auto config =
+        dir.write("kidreaper.toml", kQuickDefaults + "pre-hook = \"sleep 9; exit 1\"\n" +
+                                        "hook-timeout = \"20s\"\n" +
+                                        service_table("app", "pidfile", pidfile));
+    DaemonProcess daemon(daemon_argv(config),
+                         {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=4000000"});
+    std::vector<std::string> seen;
+    ASSERT_TRUE(notify.wait_for("READY=1", seen, std::chrono::seconds(30))) << daemon.output();
+
+    // While the hook runs, the daemon is inside one step: the watchdog must still be fed.
+    const ProcFs proc;
+    const auto hook_runs = [&] { return !proc.children_of(daemon.pid()).empty(); };
+    ASSERT_TRUE(testing::await(hook_runs)) << daemon.output();
+    int pings_during_hook = 0;
+    while (hook_runs()) {
+        const std::string message = notify.receive();
+        pings_during_hook += message.find("WATCHDOG=1") != std::string::npos ? 1 : 0;
+        seen.push_back(message);
+    }
+    EXPECT_GE(pings_during_hook, 3) << "a 9 s hook with a 4 s watchdog";
+    ASSERT_TRUE(daemon.wait_for("skip", [](const json& event) {
+        return event.value("code", "") == "pre-hook-veto";
+    })) << daemon.output();
+
+    daemon.signal(SIGHUP);
+    const auto reloading = notify.wait_for("RELOADING=1", seen, std::chrono::seconds(20));
+    ASSERT_TRUE(reloading) << daemon.output();
+    EXPECT_NE(reloading->find("MONOTONIC_USEC="), std::string::npos) << *reloading;
+    ASSERT_TRUE(notify.wait_for("READY=1", seen, std::chrono::seconds(20)));
+    ASSERT_TRUE(daemon.wait_for("reload")) << daemon.output();
+
+    daemon.signal(SIGTERM);
+    ASSERT_TRUE(notify.wait_for("STOPPING=1", seen, std::chrono::seconds(30))) << daemon.output();
+    EXPECT_EQ(daemon.wait_exit(std::chrono::seconds(20)), 0) << daemon.output();
+    bool status_seen = false;
+    for (const auto& message : seen) {
+        status_seen =
+            status_seen ||
+            message.find("STATUS=watching 1 service(s), 1 with a manager") != std::string::npos;
+    }
+    EXPECT_TRUE(status_seen);
 }
 
 }  // namespace

@@ -30,17 +30,17 @@
 namespace kidreaper {
 namespace {
 
+using testing::await;
+using testing::child_named;
 using testing::FixtureLaunch;
 using testing::FixtureProcess;
 using testing::HostProcess;
-using testing::TestCgroup;
-using testing::await;
-using testing::child_named;
 using testing::namespaced_fixture;
-using testing::write_file;
 using testing::run_command_with_stderr;
 using testing::sibling_path;
 using testing::TempDir;
+using testing::TestCgroup;
+using testing::write_file;
 
 constexpr auto kDeadline = std::chrono::seconds(10);
 

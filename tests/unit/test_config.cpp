@@ -599,8 +599,9 @@ TEST(ConfigFingerprint, DifferentForAChangedValue) {
     EXPECT_NE(base, fingerprint_of("jitter = 1\n" + kMinimal));  // an inherited default
     EXPECT_NE(base, fingerprint_of("[[service]]\nname = \"a\"\npid = 4243\nlimit = \"100MiB\"\n"));
     EXPECT_NE(base, fingerprint_of("[[service]]\nname = \"b\"\npid = 4242\nlimit = \"100MiB\"\n"));
-    EXPECT_NE(base, fingerprint_of(
-                        "[[service]]\nname = \"a\"\npidfile = \"/run/a.pid\"\nlimit = \"100MiB\"\n"));
+    EXPECT_NE(base,
+              fingerprint_of(
+                  "[[service]]\nname = \"a\"\npidfile = \"/run/a.pid\"\nlimit = \"100MiB\"\n"));
     EXPECT_NE(base, fingerprint_of(kMinimal + "pre-hook = \"x\"\n"));
     // Explicitly the default value is the same as not given.
     EXPECT_EQ(base, fingerprint_of(kMinimal + "stagger = \"10s\"\nmetric = \"private\"\n"));

@@ -322,9 +322,8 @@ HookResult run_hook(const HookRequest& request, SignalGate& gate, int output_fd)
                              {exit_watch.get(), POLLIN, 0},
                              {gate.fd(), POLLIN, 0}};
         // At most a slice: the gate's heartbeat runs between slices.
-        const timespec wait = to_timespec(
-            std::min<Clock::duration>(left, std::chrono::duration_cast<Clock::duration>(
-                                                SignalGate::kMaxSlice)));
+        const timespec wait = to_timespec(std::min<Clock::duration>(
+            left, std::chrono::duration_cast<Clock::duration>(SignalGate::kMaxSlice)));
         if (ppoll(watched, 3, &wait, nullptr) < 0) {
             if (errno == EINTR) {
                 continue;

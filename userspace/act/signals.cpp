@@ -84,10 +84,10 @@ int SignalGate::wait_for(std::chrono::milliseconds timeout) {
         if (reload_requested_ && !reload_was_pending) {
             return 0;  // a reload request: the caller looks at it now
         }
-        const auto left = std::min<std::chrono::nanoseconds>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(
-                deadline - std::chrono::steady_clock::now()),
-            kMaxSlice);
+        const auto left =
+            std::min<std::chrono::nanoseconds>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                   deadline - std::chrono::steady_clock::now()),
+                                               kMaxSlice);
         if (left.count() <= 0) {
             return 0;
         }

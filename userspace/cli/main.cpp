@@ -4,9 +4,9 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <system_error>
 #include <optional>
 #include <string>
+#include <system_error>
 
 #include "act/signals.h"
 #include "cli/diagnose.h"

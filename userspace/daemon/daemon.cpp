@@ -80,6 +80,7 @@ public:
                 notifier_.reloading();
                 reload();
                 notifier_.ready_after_reload();
+                notifier_.status(status_line());
             }
             const auto started = std::chrono::steady_clock::now();
             bool all_finished = !services_.empty();
@@ -137,7 +138,7 @@ private:
     std::string status_line() const {
         std::size_t up = 0;
         for (const auto& [name, service] : services_) {
-            up += service->manager() != 0 && service->snapshot().manager_up ? 1 : 0;
+            up += service->watching() ? 1 : 0;
         }
         return "watching " + std::to_string(services_.size()) + " service(s), " +
                std::to_string(up) + " with a manager";

@@ -12,6 +12,7 @@ namespace kidreaper {
 // the single-server command line, the manager is gone without --wait-for-manager (exit 1).
 // From the command line (config.path empty), a pidfile is read up front unless the service
 // waits for its manager: a bad one is a UsageError. `overrides` are applied again on reload.
-int run_daemon(const DaemonConfig& config, const Logger& log, const ConfigOverrides& overrides = {});
+int run_daemon(const DaemonConfig& config, const Logger& log,
+               const ConfigOverrides& overrides = {});
 
 }  // namespace kidreaper

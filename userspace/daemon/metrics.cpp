@@ -214,7 +214,7 @@ Metrics::Metrics(const MetricsSettings& settings, std::string_view build_version
                        .Register(registry);
     recycles_ = &BuildCounter()
                      .Name("kidreaper_recycles_total")
-                     .Help("Workers recycled (or, in a dry run, that would have been), by verdict")
+                     .Help("Workers recycled (signalled; dry runs are not counted), by verdict")
                      .Register(registry);
     signals_ = &BuildCounter()
                     .Name("kidreaper_signals_total")

@@ -81,6 +81,8 @@ public:
     const std::string& name() const { return name_; }
     const ReapOptions& options() const { return options_; }
     pid_t manager() const { return manager_; }
+    // Whether it watches a manager now (not waiting for one).
+    bool watching() const { return watcher_ != nullptr; }
     // The service as of its last step, for the metrics: sums over its live workers (each
     // child's estimate since its last ground truth), its largest worker in the service's
     // metric, and the COW bytes its children copied since the service started.
