@@ -21,6 +21,7 @@
 #include "observe/observer.h"
 #include "observe/procfs.h"
 #include "policy/server_presets.h"
+#include "version.h"
 
 namespace kidreaper {
 namespace {
@@ -39,6 +40,7 @@ std::string absolute_path(const std::string& path) {
 int run_check(const std::string& fault_source, const Logger& log) {
     const FaultSource wanted = parse_fault_source(fault_source);
     const KernelFeatures features = probe_features();
+    std::printf("version: %s\n", KIDREAPER_VERSION);
     std::fputs(format_features(features).c_str(), stdout);
     const auto problems = blocking_problems(features);
     for (const auto& problem : problems) {

@@ -1,8 +1,10 @@
 // Errors kidreaper reports to its user: one line, naming the cause and the fix.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace kidreaper {
 
@@ -25,5 +27,9 @@ public:
 
 // "what: strerror(err)".
 std::string errno_message(const std::string& what, int err);
+
+// Untrusted text on one line: control and non-ASCII bytes, '\\' and '"' as \xNN, cut
+// after `limit` bytes with "...".
+std::string printable(std::string_view text, std::size_t limit = 256);
 
 }  // namespace kidreaper

@@ -19,6 +19,7 @@
 #include "observe/observer.h"
 #include "observe/procfs.h"
 #include "policy/pidfile_trust.h"
+#include "version.h"
 
 namespace kidreaper {
 namespace {

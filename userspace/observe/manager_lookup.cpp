@@ -2,7 +2,6 @@
 
 #include <linux/magic.h>
 #include <sys/statfs.h>
-#include <systemd/sd-bus.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,27 +25,6 @@ constexpr std::size_t kMaxCgroupProcs = 4 * 1024 * 1024;  // ~500k pids in one c
 constexpr std::size_t kMaxCgroupDirs = 10000;             // nested cgroups read at most
 constexpr std::size_t kMaxListedPids = 10;                // in a problem line
 constexpr std::size_t kMaxUnitName = 255;                 // systemd's UNIT_NAME_MAX - 1
-constexpr std::uint64_t kBusTimeoutUsec = 5'000'000;
-
-// Untrusted text on one line: control and non-ASCII bytes as \xNN, cut after `limit`.
-std::string printable(std::string_view text, std::size_t limit = 256) {
-    std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (i == limit) {
-            out += "...";
-            break;
-        }
-        const auto c = static_cast<unsigned char>(text[i]);
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
 
 ManagerLookup found(pid_t pid) {
     ManagerLookup lookup;
@@ -394,47 +372,6 @@ bool is_fs(const std::filesystem::path& path, std::int64_t magic) {
     return ::statfs(path.c_str(), &fs) == 0 && static_cast<std::int64_t>(fs.f_type) == magic;
 }
 
-// RAII for sd-bus objects.
-struct BusClose {
-    void operator()(sd_bus* bus) const { sd_bus_flush_close_unref(bus); }
-};
-struct MessageUnref {
-    void operator()(sd_bus_message* message) const { sd_bus_message_unref(message); }
-};
-struct FreeChars {
-    void operator()(char* text) const { std::free(text); }  // NOLINT(*-no-malloc): sd-bus
-};
-class BusError {
-public:
-    BusError() = default;
-    ~BusError() { sd_bus_error_free(&error_); }
-    BusError(const BusError&) = delete;
-    BusError& operator=(const BusError&) = delete;
-    sd_bus_error* get() { return &error_; }
-    // The message (or name, or errno text), made one printable line.
-    std::string describe(int r) const {
-        if (error_.message != nullptr) {
-            return printable(error_.message);
-        }
-        if (error_.name != nullptr) {
-            return printable(error_.name);
-        }
-        return std::generic_category().message(-r);
-    }
-    bool is(const char* name) const { return sd_bus_error_has_name(&error_, name) != 0; }
-
-private:
-    sd_bus_error error_{};  // SD_BUS_ERROR_NULL, a C compound literal, is all zeros
-};
-
-UnitQuery bus_problem(std::string text) {
-    UnitQuery query;
-    query.problem = std::move(text);
-    return query;
-}
-
-const char* const kSystemd = "org.freedesktop.systemd1";
-
 }  // namespace
 
 const char* selector_key(ManagerSelector::Kind kind) {
@@ -503,66 +440,6 @@ void validate_selector(const ManagerSelector& selector) {
             return;
         }
     }
-}
-
-UnitQuery SdBusSystemdUnits::facts(const std::string& name) const {
-    const std::string unreachable = "cannot reach systemd over D-Bus: ";
-    sd_bus* raw = nullptr;
-    int r = sd_bus_open_system(&raw);
-    if (r < 0) {
-        return bus_problem(unreachable + std::generic_category().message(-r));
-    }
-    const std::unique_ptr<sd_bus, BusClose> bus(raw);
-    sd_bus_set_method_call_timeout(bus.get(), kBusTimeoutUsec);
-
-    sd_bus_message* raw_reply = nullptr;
-    BusError get_unit;
-    r = sd_bus_call_method(bus.get(), kSystemd, "/org/freedesktop/systemd1",
-                           "org.freedesktop.systemd1.Manager", "GetUnit", get_unit.get(),
-                           &raw_reply, "s", name.c_str());
-    const std::unique_ptr<sd_bus_message, MessageUnref> reply(raw_reply);
-    if (r < 0) {
-        if (get_unit.is("org.freedesktop.systemd1.NoSuchUnit")) {
-            return bus_problem("unit " + name + " is not loaded (systemctl status " + name + ")");
-        }
-        return bus_problem(unreachable + get_unit.describe(r));
-    }
-    const char* object = nullptr;
-    r = sd_bus_message_read(reply.get(), "o", &object);
-    if (r < 0 || object == nullptr) {
-        return bus_problem("unit " + name + ": unexpected GetUnit reply from systemd");
-    }
-    const std::string path = object;
-
-    const bool service = ends_with(name, ".service");
-    const char* const interface =
-        service ? "org.freedesktop.systemd1.Service" : "org.freedesktop.systemd1.Scope";
-    UnitFacts facts;
-    if (service) {
-        std::uint32_t main_pid = 0;
-        BusError error;
-        r = sd_bus_get_property_trivial(bus.get(), kSystemd, path.c_str(), interface, "MainPID",
-                                        error.get(), 'u', &main_pid);
-        if (r < 0) {
-            return bus_problem("unit " + name + ": cannot read MainPID: " + error.describe(r));
-        }
-        if (main_pid > static_cast<std::uint32_t>(kPidMaxLimit)) {
-            return bus_problem("unit " + name + ": systemd reports an invalid MainPID");
-        }
-        facts.main_pid = static_cast<pid_t>(main_pid);
-    }
-    char* raw_group = nullptr;
-    BusError error;
-    r = sd_bus_get_property_string(bus.get(), kSystemd, path.c_str(), interface, "ControlGroup",
-                                   error.get(), &raw_group);
-    const std::unique_ptr<char, FreeChars> group(raw_group);
-    if (r < 0) {
-        return bus_problem("unit " + name + ": cannot read ControlGroup: " + error.describe(r));
-    }
-    facts.control_group = group ? group.get() : "";
-    UnitQuery query;
-    query.facts = std::move(facts);
-    return query;
 }
 
 CgroupMounts detect_cgroup_mounts(const std::filesystem::path& base) {

@@ -159,27 +159,6 @@ bool for_each_key_line(std::string_view text, Fn&& fn) {
     return true;
 }
 
-// Makes untrusted text printable on one line: control and non-ASCII bytes become \xNN,
-// and anything beyond `limit` bytes is cut off with "...".
-std::string printable(std::string_view text, std::size_t limit = 256) {
-    std::string out;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        if (i == limit) {
-            out += "...";
-            break;
-        }
-        const auto c = static_cast<unsigned char>(text[i]);
-        if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"') {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
-            out += buf;
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    return out;
-}
-
 std::string quoted(std::string_view text) {
     return "\"" + printable(text, 64) + "\"";
 }
