@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -695,6 +697,59 @@ TEST(ReapSettings, SingleServiceConfigFromTheCommandLine) {
     EXPECT_EQ(config.services[0].name, "gunicorn");
     EXPECT_EQ(describe_service(config.services[0]),
               "gunicorn: pidfile \"/run/app.pid\", server gunicorn, limit 100 MiB private");
+}
+
+// The config's trust rule on a fake file system: root's files in root's directories, the
+// user kidreaper runs as, and everybody else refused with the reason.
+class FakePaths final : public PathInspector {
+public:
+    FakePaths() {
+        add("/", 0, S_IFDIR | 0755);
+        add("/etc", 0, S_IFDIR | 0755);
+        add("/etc/kidreaper", 0, S_IFDIR | 0755);
+        add("/home", 0, S_IFDIR | 0755);
+        add("/home/ann", 1000, S_IFDIR | 0755);
+    }
+    void add(const std::string& path, uid_t uid, mode_t mode, gid_t gid = 0) {
+        facts_[path] = PathFacts{uid, gid, mode};
+    }
+    std::optional<PathFacts> inspect(const std::filesystem::path& path) const override {
+        const auto found = facts_.find(path.string());
+        return found == facts_.end() ? std::nullopt : std::optional(found->second);
+    }
+    std::optional<std::filesystem::path> link_target(
+        const std::filesystem::path& /*path*/) const override {
+        return std::nullopt;
+    }
+
+private:
+    std::map<std::string, PathFacts> facts_;
+};
+
+TEST(ConfigTrust, OnlyRootOrTheUserKidreaperRunsAsMayBeAbleToChangeIt) {
+    FakePaths paths;
+    paths.add("/etc/kidreaper/kidreaper.toml", 0, S_IFREG | 0644);
+    EXPECT_EQ(config_trust_problem("/etc/kidreaper/kidreaper.toml", paths, 0), "");
+
+    // Group- or world-writable, or owned by another user: its hooks would be theirs to write.
+    paths.add("/etc/kidreaper/group.toml", 0, S_IFREG | 0664, 50);
+    const std::string group = config_trust_problem("/etc/kidreaper/group.toml", paths, 0);
+    EXPECT_TRUE(
+        group.starts_with("/etc/kidreaper/group.toml: refused: its hooks would run as "
+                          "root, and "))
+        << group;
+    paths.add("/home/ann/kidreaper.toml", 1000, S_IFREG | 0644);
+    const std::string anns = config_trust_problem("/home/ann/kidreaper.toml", paths, 0);
+    EXPECT_TRUE(contains(anns, "uid 1000")) << anns;
+    EXPECT_EQ(anns.find('\n'), std::string::npos);
+    // ... unless kidreaper runs as that user itself (the tests do).
+    EXPECT_EQ(config_trust_problem("/home/ann/kidreaper.toml", paths, 1000), "");
+
+    // A directory above it that another user can write: the file can be replaced.
+    paths.add("/etc/open", 0, S_IFDIR | 0777);
+    paths.add("/etc/open/kidreaper.toml", 0, S_IFREG | 0644);
+    EXPECT_NE(config_trust_problem("/etc/open/kidreaper.toml", paths, 0), "");
+    EXPECT_NE(config_trust_problem("/etc/open/kidreaper.toml", paths, 1000), "");
 }
 
 // ---- load_config -----------------------------------------------------------------------------

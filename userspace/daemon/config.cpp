@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -543,6 +544,18 @@ DaemonConfig parse_config(std::string_view text, const std::string& path,
     return config;
 }
 
+std::string config_trust_problem(const std::filesystem::path& path, const PathInspector& inspector,
+                                 uid_t runs_as) {
+    const PidfileTrust trust = assess_pidfile(path, inspector);
+    if (trust.trusted() || (!trust.names_nobody && trust.only_user == runs_as)) {
+        return {};
+    }
+    const std::string prefix = "pidfile " + path.string() + ": ";
+    const std::string why =
+        trust.reason.starts_with(prefix) ? trust.reason.substr(prefix.size()) : trust.reason;
+    return one_line(path.string() + ": refused: its hooks would run as root, and " + why);
+}
+
 DaemonConfig load_config(const std::string& path, const ConfigOverrides& overrides) {
     std::error_code error;
     const auto status = std::filesystem::status(path, error);
@@ -551,6 +564,11 @@ DaemonConfig load_config(const std::string& path, const ConfigOverrides& overrid
     }
     if (!std::filesystem::is_regular_file(status)) {
         throw UsageError(one_line(path + ": not a regular file"));
+    }
+    if (const std::string problem =
+            config_trust_problem(std::filesystem::absolute(path), SystemPathInspector(), geteuid());
+        !problem.empty()) {
+        throw UsageError(problem);
     }
     const std::uintmax_t size = std::filesystem::file_size(path, error);
     if (!error && size > kMaxConfigBytes) {

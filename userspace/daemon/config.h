@@ -4,8 +4,11 @@
 // a DaemonConfig or a one-line UsageError "FILE:LINE: KEY: what is wrong" out.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +19,7 @@
 #include "daemon/reap_settings.h"
 #include "daemon/reaper.h"
 #include "observe/kernel_features.h"
+#include "policy/pidfile_trust.h"
 
 namespace kidreaper {
 
@@ -50,8 +54,16 @@ struct ConfigOverrides {
 // Parses a config file's text; `path` names it in errors. Throws UsageError (one line).
 DaemonConfig parse_config(std::string_view text, const std::string& path,
                           const ConfigOverrides& overrides = {});
-// Reads the file (a one-line UsageError when it cannot be read), then parse_config.
+// Reads the file (a one-line UsageError when it cannot be read or is not trusted, see
+// config_trust_problem), then parse_config.
 DaemonConfig load_config(const std::string& path, const ConfigOverrides& overrides = {});
+
+// Why the file at `path` may not configure a kidreaper running as `runs_as`, in one line, or
+// "" when it may. Its hooks run as kidreaper (root), so nobody else may be able to change it:
+// the file and every directory above it follow the pidfile rule of pidfile_trust.h, and the
+// one other user allowed is `runs_as` itself.
+std::string config_trust_problem(const std::filesystem::path& path, const PathInspector& inspector,
+                                 uid_t runs_as);
 
 // The daemon config of `reap` without --config: one service from the flags, named after the
 // server preset ("generic" without --server). `args` is what `options` was made from.
