@@ -489,11 +489,17 @@ class HelperTestMixin:
     def make_load(self, max_seconds):
         return reap.Load(self.server, max_seconds=max_seconds, seed=7)
 
-    def wait_workers(self, timeout=20):
-        """The manager's children once it has WORKERS workers again (bounded)."""
+    def wait_workers(self, timeout=20, gone=()):
+        """The manager's children once it has WORKERS workers again and none of the pids in
+        `gone` (children signalled to exit) is among them (bounded)."""
         deadline = time.monotonic() + timeout
+
+        def settled(children):
+            return (sum(c.worker for c in children.values()) == WORKERS
+                    and not any(pid in children and reap.alive(pid) for pid in gone))
+
         children = judge_children(self.manager)
-        while sum(c.worker for c in children.values()) != WORKERS and time.monotonic() < deadline:
+        while not settled(children) and time.monotonic() < deadline:
             time.sleep(0.1)
             children = judge_children(self.manager)
         return children
@@ -527,7 +533,9 @@ class HelperTestMixin:
         self.assertTrue(load.stop(), "load threads did not finish")
         self.reaper.wait_for(lambda e: self._none_in_flight(), timeout=15)
         self.stop_reaper()
-        children_after = self.wait_workers()
+        # A recycle can go out in the same instant as the stop request: its child is still
+        # finishing then, so wait for every signalled child to be gone and replaced.
+        children_after = self.wait_workers(gone={e["pid"] for e in self.reaper.snapshot("recycle")})
         self.watch.stop()
 
         records = load.snapshot()

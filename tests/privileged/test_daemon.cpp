@@ -3,6 +3,7 @@
 // reached through /proc/N/root while its number on the host belongs to another manager.
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -246,10 +247,19 @@ TEST(Daemon, SighupAddsChangesAndRemovesServicesAndABadFileKeepsTheOldOnes) {
     ASSERT_TRUE(refused) << daemon.output();
     EXPECT_EQ(refused->at("error").get<std::string>().rfind(config.string() + ":", 0), 0u)
         << refused->at("error");
-    // The next good file is compared with the old one, which was kept: nothing changes.
+    // A good file that others could rewrite (its hooks would run as root): refused as well.
     write_file(config, kQuickDefaults + service_table("kept", "pidfile", kept_pidfile) +
                            service_table("changed", "pidfile", changed_pidfile, "64MiB") +
                            service_table("added", "pidfile", added_pidfile));
+    ASSERT_EQ(chmod(config.c_str(), 0666), 0);
+    daemon.signal(SIGHUP);
+    const auto untrusted = daemon.wait_for("reload-refused", [](const json& event) {
+        return event.value("error", "").find("refused: its hooks would run as root") !=
+               std::string::npos;
+    });
+    ASSERT_TRUE(untrusted) << daemon.output();
+    // The next good file is compared with the old one, which was kept: nothing changes.
+    ASSERT_EQ(chmod(config.c_str(), 0644), 0);
     daemon.signal(SIGHUP);
     const auto second = daemon.wait_for("reload", [](const json& event) {
         return event.value("added", "") == "-" && event.value("changed", "") == "-" &&
