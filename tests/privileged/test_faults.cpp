@@ -855,16 +855,23 @@ TEST(Faults, ChurnLosesNoChildCountsNoneTwiceAndKeepsMemoryFlat) {
                              std::to_string(fixture.manager()), "--format", "json", "--duration",
                              std::to_string(churn.seconds) + "s", "--interval", "1s"});
     std::optional<Clock::time_point> loaded;  // kidreaper's programs seen loaded
-    std::optional<std::uint64_t> early_rss;   // ~15 s into the window
-    std::optional<std::uint64_t> late_rss;    // the last sample, 2 s before the window ends
+    // The last look that saw them not loaded yet: they were loaded between the two, so a
+    // child that exited after this may have been seen (its programs ran before `loaded`).
+    auto unloaded_last = launched;
+    std::optional<std::uint64_t> early_rss;  // ~15 s into the window
+    std::optional<std::uint64_t> late_rss;   // the last sample, 2 s before the window ends
     auto next_sample = Clock::now();
     const auto run_deadline = launched + seconds(churn.seconds) + 180s;
     while (!kidreaper.finished()) {
         ASSERT_LT(Clock::now(), run_deadline) << kidreaper.transcript();
         ledger.take(fixture.drain(100ms), Clock::now());
         const auto now = Clock::now();
-        if (!loaded && programs_loaded_beyond(programs_before)) {
-            loaded = now;
+        if (!loaded) {
+            if (programs_loaded_beyond(programs_before)) {
+                loaded = now;
+            } else {
+                unloaded_last = now;
+            }
         }
         if (!loaded || now < next_sample) {
             continue;
@@ -897,7 +904,7 @@ TEST(Faults, ChurnLosesNoChildCountsNoneTwiceAndKeepsMemoryFlat) {
     // The watch began after the programs were loaded and ended before kidreaper exited, so
     // it covered [ended - window, loaded + window]. A child alive then (a second of margin
     // for the line timestamps and the last poll) must be reported; a reported child lived
-    // between `loaded` and `ended`.
+    // between the last look before the load and `ended`.
     const auto must_from = ended - std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(window - 1.0));
     const auto must_until = *loaded + std::chrono::duration_cast<Clock::duration>(
@@ -921,7 +928,7 @@ TEST(Faults, ChurnLosesNoChildCountsNoneTwiceAndKeepsMemoryFlat) {
             const bool overlaps_must =
                 life->forked <= must_until && (!life->exited || *life->exited >= must_from);
             const bool overlaps_may =
-                life->forked <= ended + 1s && (!life->exited || *life->exited >= *loaded);
+                life->forked <= ended + 1s && (!life->exited || *life->exited >= unloaded_last);
             must += overlaps_must;
             may += overlaps_may;
             if (overlaps_must && life == lives.back()) {
