@@ -114,20 +114,6 @@ std::size_t line_of(const toml::source_region& source) {
     return std::max<std::size_t>(source.begin.line, 1);
 }
 
-const char* kind_key(ManagerSelector::Kind kind) {
-    switch (kind) {
-        case ManagerSelector::Kind::pid:
-            return "pid";
-        case ManagerSelector::Kind::pidfile:
-            return "pidfile";
-        case ManagerSelector::Kind::cgroup:
-            return "cgroup";
-        case ManagerSelector::Kind::unit:
-            return "unit";
-    }
-    return "?";
-}
-
 // Builds the "FILE:LINE: KEY: message" errors of one file.
 class Problems {
 public:
@@ -603,7 +589,7 @@ DaemonConfig single_service_config(const ReapOptions& options, const ReapArgs& a
 
 std::string describe_service(const ServiceConfig& service) {
     const ReapOptions& options = service.options;
-    std::string line = service.name + ": " + kind_key(options.manager.kind) + " " +
+    std::string line = service.name + ": " + selector_key(options.manager.kind) + " " +
                        quote(options.manager.value) + ", server " + options.server.name +
                        ", limit " + format_size(options.policy.limit_bytes) + " " +
                        metric_name(options.metric);
