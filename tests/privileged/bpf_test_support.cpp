@@ -76,6 +76,16 @@ std::string sibling_path(const std::string& name) {
     return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / name).string();
 }
 
+void exec_argv(const std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (const auto& arg : argv) {
+        args.push_back(const_cast<char*>(arg.c_str()));
+    }
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+}
+
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) {
@@ -87,13 +97,7 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
     }
     if (pid == 0) {
         dup2(out[1], STDOUT_FILENO);
-        std::vector<char*> args;
-        for (const auto& arg : argv) {
-            args.push_back(const_cast<char*>(arg.c_str()));
-        }
-        args.push_back(nullptr);
-        execv(args[0], args.data());
-        _exit(127);
+        exec_argv(argv);
     }
     close(out[1]);
     CommandResult result;
@@ -147,13 +151,7 @@ FullCommandResult run_command_with_stderr(const std::vector<std::string>& argv,
         for (const int ignored : ignored_signals) {
             signal(ignored, SIG_IGN);
         }
-        std::vector<char*> args;
-        for (const auto& arg : argv) {
-            args.push_back(const_cast<char*>(arg.c_str()));
-        }
-        args.push_back(nullptr);
-        execv(args[0], args.data());
-        _exit(127);
+        exec_argv(argv);
     }
     close(out[1]);
     close(err[1]);
@@ -375,6 +373,19 @@ pid_t FixtureProcess::child(const std::string& name) const {
         throw std::runtime_error("fixture has no child " + name);
     }
     return it->second;
+}
+
+std::unique_ptr<FixtureProcess> big_and_small(const std::vector<std::string>& options) {
+    std::vector<std::string> args = {"--preload", "16M", "--respawn"};
+    args.insert(args.end(), options.begin(), options.end());
+    for (const char* child : {"big1=leak:24M", "small=idle"}) {
+        args.emplace_back("--child");
+        args.emplace_back(child);
+    }
+    auto fixture = std::make_unique<FixtureProcess>(args);
+    fixture->wait_ready();
+    fixture->go_and_wait_done(2);
+    return fixture;
 }
 
 }  // namespace kidreaper::testing

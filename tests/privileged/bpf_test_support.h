@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ void wait_until_kidreaper_runs(int programs_before,
 
 // A path next to the running test binary (the fixture is built beside it).
 std::string sibling_path(const std::string& name);
+
+// In a forked child: execs `argv` (argv[0] a path); exits 127 when that fails.
+[[noreturn]] void exec_argv(const std::vector<std::string>& argv);
 
 // A finished command: its exit status (-1 when killed at the timeout) and stdout.
 struct CommandResult {
@@ -111,5 +115,10 @@ private:
     pid_t manager_ = 0;
     std::multimap<std::string, pid_t> children_;
 };
+
+// A respawning manager with a child over the tests' 12 MiB limit ("big1": leak:24M over a
+// 16M preload) and an idle one ("small"), both done with their scripts. `options` go to
+// kr-fixture before the children.
+std::unique_ptr<FixtureProcess> big_and_small(const std::vector<std::string>& options = {});
 
 }  // namespace kidreaper::testing

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <stdexcept>
 
+#include "bpf_test_support.h"
+
 namespace kidreaper::testing {
 
 DaemonProcess::DaemonProcess(const std::vector<std::string>& argv,
@@ -27,13 +29,7 @@ DaemonProcess::DaemonProcess(const std::vector<std::string>& argv,
         for (const auto& assignment : environment) {
             putenv(const_cast<char*>(assignment.c_str()));  // lives until exec
         }
-        std::vector<char*> args;
-        for (const auto& arg : argv) {
-            args.push_back(const_cast<char*>(arg.c_str()));
-        }
-        args.push_back(nullptr);
-        execv(args[0], args.data());
-        _exit(127);
+        exec_argv(argv);
     }
     close(fds[1]);
     out_ = fds[0];

@@ -2,10 +2,7 @@
 // around one set of BPF programs, SIGHUP reloads, and a manager in its own pid namespace
 // reached through /proc/N/root while its number on the host belongs to another manager.
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -24,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../unit/fake_proc.h"
+#include "../unit/test_env.h"
 #include "bpf_test_support.h"
 #include "daemon_process.h"
 #include "host_fixtures.h"
@@ -34,10 +32,12 @@ namespace kidreaper {
 namespace {
 
 using nlohmann::json;
+using testing::big_and_small;
 using testing::child_named;
 using testing::DaemonProcess;
 using testing::FixtureLaunch;
 using testing::FixtureProcess;
+using testing::NotifySocket;
 using testing::sibling_path;
 using testing::TempDir;
 using testing::TestCgroup;
@@ -56,16 +56,6 @@ std::string service_table(const std::string& name, const std::string& selector,
                           const std::string& value, const std::string& limit = "12MiB") {
     return "[[service]]\nname = \"" + name + "\"\n" + selector + " = \"" + value +
            "\"\nlimit = \"" + limit + "\"\n";
-}
-
-// A respawning manager with a child over the tests' 12 MiB limit ("big1") and an idle one
-// ("small"), both done with their scripts.
-std::unique_ptr<FixtureProcess> big_and_small() {
-    auto fixture = std::make_unique<FixtureProcess>(std::vector<std::string>{
-        "--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-    fixture->wait_ready();
-    fixture->go_and_wait_done(2);
-    return fixture;
 }
 
 // An idle manager with one idle child.
@@ -327,58 +317,30 @@ TEST(Daemon, AManagerInItsOwnPidNamespaceIsReachedThroughProcRootAndTheHostsNumb
     EXPECT_EQ(kill(host->manager(), 0), 0);
 }
 
-// A bound AF_UNIX datagram socket: what systemd listens on as NOTIFY_SOCKET.
-class NotifySocket {
-public:
-    explicit NotifySocket(const std::filesystem::path& path) : path_(path.string()) {
-        fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_un addr = {};
-        addr.sun_family = AF_UNIX;
-        path_.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
-        if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-            ADD_FAILURE() << "bind " << path_;
+// Datagrams from `notify` until one contains `text` (returned), up to `timeout`; `seen` gets
+// them all.
+std::optional<std::string> wait_for_message(const NotifySocket& notify, const std::string& text,
+                                            std::vector<std::string>& seen,
+                                            std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        const std::string message = notify.receive();
+        if (message.empty()) {
+            continue;
         }
-        timeval timeout = {0, 200'000};
-        setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    }
-    ~NotifySocket() { close(fd_); }
-    NotifySocket(const NotifySocket&) = delete;
-    NotifySocket& operator=(const NotifySocket&) = delete;
-
-    const std::string& path() const { return path_; }
-    // The next datagram within 200 ms; empty when none came.
-    std::string receive() const {
-        char buffer[4096];
-        const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-        return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
-    }
-    // Datagrams until one contains `text` (returned), up to `timeout`; `seen` gets them all.
-    std::optional<std::string> wait_for(const std::string& text, std::vector<std::string>& seen,
-                                        std::chrono::milliseconds timeout) const {
-        const auto deadline = std::chrono::steady_clock::now() + timeout;
-        while (std::chrono::steady_clock::now() < deadline) {
-            const std::string message = receive();
-            if (message.empty()) {
-                continue;
-            }
-            seen.push_back(message);
-            if (message.find(text) != std::string::npos) {
-                return message;
-            }
+        seen.push_back(message);
+        if (message.find(text) != std::string::npos) {
+            return message;
         }
-        return std::nullopt;
     }
-
-private:
-    std::string path_;
-    int fd_ = -1;
-};
+    return std::nullopt;
+}
 
 TEST(Daemon, TellsSystemdItIsReadyReloadingAndStoppingAndFeedsTheWatchdogThroughALongHook) {
     KR_REQUIRE_BPF();
     const auto server = big_and_small();
     const TempDir dir;
-    const NotifySocket notify(dir.path() / "notify");
+    const NotifySocket notify(std::chrono::milliseconds(200));
     const std::string pidfile = write_pidfile(dir, "app", server->manager());
     // The pre-hook outlasts the watchdog's interval (4 s; pinged every 2 s), then vetoes.
     const auto config =
@@ -388,7 +350,8 @@ TEST(Daemon, TellsSystemdItIsReadyReloadingAndStoppingAndFeedsTheWatchdogThrough
     DaemonProcess daemon(daemon_argv(config),
                          {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=4000000"});
     std::vector<std::string> seen;
-    ASSERT_TRUE(notify.wait_for("READY=1", seen, std::chrono::seconds(30))) << daemon.output();
+    ASSERT_TRUE(wait_for_message(notify, "READY=1", seen, std::chrono::seconds(30)))
+        << daemon.output();
 
     // While the hook runs, the daemon is inside one step: the watchdog must still be fed.
     const ProcFs proc;
@@ -406,14 +369,15 @@ TEST(Daemon, TellsSystemdItIsReadyReloadingAndStoppingAndFeedsTheWatchdogThrough
     })) << daemon.output();
 
     daemon.signal(SIGHUP);
-    const auto reloading = notify.wait_for("RELOADING=1", seen, std::chrono::seconds(20));
+    const auto reloading = wait_for_message(notify, "RELOADING=1", seen, std::chrono::seconds(20));
     ASSERT_TRUE(reloading) << daemon.output();
     EXPECT_NE(reloading->find("MONOTONIC_USEC="), std::string::npos) << *reloading;
-    ASSERT_TRUE(notify.wait_for("READY=1", seen, std::chrono::seconds(20)));
+    ASSERT_TRUE(wait_for_message(notify, "READY=1", seen, std::chrono::seconds(20)));
     ASSERT_TRUE(daemon.wait_for("reload")) << daemon.output();
 
     daemon.signal(SIGTERM);
-    ASSERT_TRUE(notify.wait_for("STOPPING=1", seen, std::chrono::seconds(30))) << daemon.output();
+    ASSERT_TRUE(wait_for_message(notify, "STOPPING=1", seen, std::chrono::seconds(30)))
+        << daemon.output();
     EXPECT_EQ(daemon.wait_exit(std::chrono::seconds(20)), 0) << daemon.output();
     bool status_seen = false;
     for (const auto& message : seen) {

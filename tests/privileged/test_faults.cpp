@@ -117,13 +117,7 @@ public:
             }
             dup2(out_fd, STDOUT_FILENO);
             dup2(err_fd, STDERR_FILENO);
-            std::vector<char*> args;
-            for (const auto& arg : argv) {
-                args.push_back(const_cast<char*>(arg.c_str()));
-            }
-            args.push_back(nullptr);
-            execv(args[0], args.data());
-            _exit(127);
+            testing::exec_argv(argv);
         }
     }
     ~BackgroundRun() {

@@ -25,6 +25,7 @@ namespace kidreaper {
 namespace {
 
 using nlohmann::json;
+using testing::big_and_small;
 using testing::FixtureProcess;
 using testing::reap_events;
 using testing::run_command;
@@ -61,21 +62,6 @@ double seconds_of(const json& event) {
 bool alive_child_of(pid_t pid, pid_t manager) {
     const auto stat = ProcFs().stat(pid);
     return stat && stat->ppid == manager && stat->state != 'Z';
-}
-
-// A respawning manager with a child over the tests' 12 MiB limit ("big1") and an idle one
-// ("small"), both done with their scripts. `options` go to kr-fixture before the children.
-std::unique_ptr<FixtureProcess> big_and_small(const std::vector<std::string>& options = {}) {
-    std::vector<std::string> args = {"--preload", "16M", "--respawn"};
-    args.insert(args.end(), options.begin(), options.end());
-    for (const char* child : {"big1=leak:24M", "small=idle"}) {
-        args.push_back("--child");
-        args.push_back(child);
-    }
-    auto fixture = std::make_unique<FixtureProcess>(args);
-    fixture->wait_ready();
-    fixture->go_and_wait_done(2);
-    return fixture;
 }
 
 TEST(Reap, RecyclesOversizedChildrenOneAtATimeAndNeverOthers) {

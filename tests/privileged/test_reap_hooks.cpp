@@ -28,19 +28,11 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::big_and_small;
 using testing::FixtureProcess;
 using testing::reap_argv;
 using testing::reap_events;
 using testing::run_command_with_stderr;
-
-// A respawning manager with a child over the tests' 12 MiB limit ("big1") and an idle one.
-std::unique_ptr<FixtureProcess> big_and_small() {
-    auto fixture = std::make_unique<FixtureProcess>(std::vector<std::string>{
-        "--preload", "16M", "--respawn", "--child", "big1=leak:24M", "--child", "small=idle"});
-    fixture->wait_ready();
-    fixture->go_and_wait_done(2);
-    return fixture;
-}
 
 std::vector<std::string> reap_once(const FixtureProcess& fixture,
                                    const std::vector<std::string>& extra) {

@@ -23,12 +23,14 @@
 #include <gtest/gtest.h>
 
 #include "../unit/fake_proc.h"
+#include "../unit/test_env.h"
 #include "observe/manager_lookup.h"
 #include "observe/procfs.h"
 
 namespace kidreaper {
 namespace {
 
+using testing::ScopedEnv;
 using testing::TempDir;
 
 constexpr auto kDeadline = std::chrono::seconds(20);
@@ -58,30 +60,6 @@ std::vector<pid_t> procs(const std::filesystem::path& dir) {
     }
     return pids;
 }
-
-// Sets an environment variable for the scope of a test and restores it.
-class ScopedEnv {
-public:
-    ScopedEnv(const char* name, const std::string& value) : name_(name) {
-        if (const char* old = ::getenv(name)) {
-            old_ = old;
-        }
-        ::setenv(name, value.c_str(), 1);
-    }
-    ~ScopedEnv() {
-        if (old_) {
-            ::setenv(name_, old_->c_str(), 1);
-        } else {
-            ::unsetenv(name_);
-        }
-    }
-    ScopedEnv(const ScopedEnv&) = delete;
-    ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
 
 // A systemd of its own, as described at the top. Killed (with its whole pid namespace) and
 // its cgroups removed on destruction.

@@ -13,11 +13,13 @@
 #include "expect_usage_error.h"
 #include "fake_proc.h"
 #include "observe/procfs.h"
+#include "test_env.h"
 
 namespace kidreaper {
 namespace {
 
 using testing::FakeProc;
+using testing::ScopedEnv;
 using testing::TempDir;
 using testing::usage_error_message;
 
@@ -62,30 +64,6 @@ ManagerSelector selector(ManagerSelector::Kind kind, std::string value) {
 bool has(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
 }
-
-// Sets an environment variable for the scope of a test and restores it.
-class ScopedEnv {
-public:
-    ScopedEnv(const char* name, const char* value) : name_(name) {
-        if (const char* old = ::getenv(name)) {
-            old_ = old;
-        }
-        ::setenv(name, value, 1);
-    }
-    ~ScopedEnv() {
-        if (old_) {
-            ::setenv(name_, old_->c_str(), 1);
-        } else {
-            ::unsetenv(name_);
-        }
-    }
-    ScopedEnv(const ScopedEnv&) = delete;
-    ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
 
 // ---- NSpid and namespace links -----------------------------------------------------
 
@@ -550,7 +528,7 @@ TEST_F(UnitLookup, ABadNameIsNotAsked) {
 TEST(SdBusSystemdUnits, NoSystemBusIsOneLine) {
     const TempDir dir;
     const std::string address = "unix:path=" + (dir.path() / "no-bus").string();
-    const ScopedEnv env("DBUS_SYSTEM_BUS_ADDRESS", address.c_str());
+    const ScopedEnv env("DBUS_SYSTEM_BUS_ADDRESS", address);
     const UnitQuery query = SdBusSystemdUnits().facts("gunicorn.service");
     EXPECT_EQ(query.facts, std::nullopt);
     EXPECT_EQ(query.problem, "cannot reach systemd over D-Bus: No such file or directory");

@@ -2,9 +2,6 @@
 // watchdog's interval and schedule, and silence without NOTIFY_SOCKET.
 #include "daemon/notify.h"
 
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,77 +13,14 @@
 
 #include <gtest/gtest.h>
 
-#include "fake_proc.h"
+#include "test_env.h"
 
 namespace kidreaper {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Sets an environment variable for the test's lifetime and restores the old value after.
-class ScopedEnv {
-public:
-    ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-        if (const char* old = std::getenv(name)) {
-            old_ = old;
-        }
-        if (value) {
-            setenv(name, value->c_str(), 1);
-        } else {
-            unsetenv(name);
-        }
-    }
-    ~ScopedEnv() {
-        if (old_) {
-            setenv(name_, old_->c_str(), 1);
-        } else {
-            unsetenv(name_);
-        }
-    }
-    ScopedEnv(const ScopedEnv&) = delete;
-    ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
-
-// A bound AF_UNIX datagram socket in a temp dir: what systemd listens on.
-class NotifySocket {
-public:
-    NotifySocket() : path_((dir_.path() / "notify").string()) {
-        fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_un addr = {};
-        addr.sun_family = AF_UNIX;
-        path_.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
-        if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-            ADD_FAILURE() << "bind " << path_;
-        }
-        timeval timeout = {2, 0};  // a datagram sent before is there at once
-        setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    }
-    ~NotifySocket() { close(fd_); }
-    NotifySocket(const NotifySocket&) = delete;
-    NotifySocket& operator=(const NotifySocket&) = delete;
-
-    const std::string& path() const { return path_; }
-    // The next datagram; empty when none arrives.
-    std::string receive() const {
-        char buffer[4096];
-        const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-        return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
-    }
-    // Whether a datagram is waiting.
-    bool pending() const {
-        char byte = 0;
-        return recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
-    }
-
-private:
-    testing::TempDir dir_;
-    std::string path_;
-    int fd_ = -1;
-};
+using testing::NotifySocket;
+using testing::ScopedEnv;
 
 std::uint64_t monotonic_usec() {
     timespec now = {};
