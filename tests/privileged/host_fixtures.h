@@ -69,10 +69,10 @@ private:
     int release_ = -1;
 };
 
-// Waits (up to kAwaitDeadline) for `ready` to give a value.
+// Waits (up to `limit`) for `ready` to give a value.
 template <typename Fn>
-auto await(Fn&& ready) -> decltype(ready()) {
-    const auto deadline = std::chrono::steady_clock::now() + kAwaitDeadline;
+auto await(Fn&& ready, std::chrono::milliseconds limit = kAwaitDeadline) -> decltype(ready()) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
     while (true) {
         auto value = ready();
         if (value || std::chrono::steady_clock::now() > deadline) {

@@ -17,13 +17,14 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "../unit/fake_proc.h"
 #include "../unit/test_env.h"
+#include "host_fixtures.h"
 #include "observe/manager_lookup.h"
 #include "observe/procfs.h"
 
@@ -38,17 +39,10 @@ const char* const kSystemd = "/lib/systemd/systemd";
 const char* const kDbusDaemon = "/usr/bin/dbus-daemon";
 const char* const kUnshare = "/usr/bin/unshare";
 
-// Waits (up to kDeadline) for `ready` to give a value.
+// testing::await with this file's longer deadline: a systemd and its bus take a while to start.
 template <typename Fn>
-auto await(Fn&& ready) -> decltype(ready()) {
-    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
-    while (true) {
-        auto value = ready();
-        if (value || std::chrono::steady_clock::now() > deadline) {
-            return value;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+auto await_ready(Fn&& ready) -> decltype(ready()) {
+    return testing::await(std::forward<Fn>(ready), kDeadline);
 }
 
 // The pids of DIR/cgroup.procs.
@@ -110,7 +104,7 @@ public:
             ::_exit(127);
         }
         const ProcFs proc;
-        const std::optional<pid_t> init = await([&]() -> std::optional<pid_t> {
+        const std::optional<pid_t> init = await_ready([&]() -> std::optional<pid_t> {
             for (const pid_t pid : proc.children_of(unshare_)) {
                 const std::optional<ProcStat> st = proc.stat(pid);
                 if (st && st->comm == "systemd") {
@@ -181,7 +175,7 @@ private:
             systemd_ = 0;
         }
         for (const std::filesystem::path& top : cgroups_) {
-            await([&] {
+            await_ready([&] {
                 std::vector<std::filesystem::path> dirs;
                 std::error_code ec;
                 for (std::filesystem::recursive_directory_iterator it(top, ec), end;
@@ -228,7 +222,7 @@ TEST(SystemdUnitsReal, MainPidControlGroupAndTheCgroupRule) {
 
     // Ready once systemd is on its bus and kr-app runs.
     std::string last_problem;
-    const std::optional<UnitFacts> app = await([&]() -> std::optional<UnitFacts> {
+    const std::optional<UnitFacts> app = await_ready([&]() -> std::optional<UnitFacts> {
         const UnitQuery query = units.facts("kr-app.service");
         last_problem = query.problem;
         if (query.facts && query.facts->main_pid > 0) {
@@ -256,7 +250,7 @@ TEST(SystemdUnitsReal, MainPidControlGroupAndTheCgroupRule) {
     }
 
     // No MainPID: the cgroup rule on ControlGroup, under the namespace's cgroup roots.
-    const std::optional<UnitFacts> bg = await([&]() -> std::optional<UnitFacts> {
+    const std::optional<UnitFacts> bg = await_ready([&]() -> std::optional<UnitFacts> {
         const UnitQuery query = units.facts("kr-bg.service");
         last_problem = query.problem;
         if (query.facts && !query.facts->control_group.empty() &&
