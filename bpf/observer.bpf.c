@@ -140,14 +140,22 @@ static __noinline __s64 mm_counter_pages_v5(struct mm_struct *mm, int member)
 	return 0;
 }
 
-/* Linux 6.2+: per-CPU counters; `count` is the shared part (lags a batch per CPU). */
+/* Linux 6.2+: per-CPU counters; `count` is the shared part (lags a batch per CPU). Both
+ * layouts are local flavours, so the code does not depend on the kernel a vmlinux.h came
+ * from (bpf/vmlinux/x86's is a 6.2+ one, arm64's a 6.1 one). */
+struct mm_struct___v6 {
+	struct percpu_counter rss_stat[4];
+} __attribute__((preserve_access_index));
+
 static __noinline __s64 mm_counter_pages_v6(struct mm_struct *mm, int member)
 {
+	struct mm_struct___v6 *new = (void *)mm;
+
 	switch (member) {
-	case 0: return BPF_CORE_READ(mm, rss_stat[0].count);
-	case 1: return BPF_CORE_READ(mm, rss_stat[1].count);
-	case 2: return BPF_CORE_READ(mm, rss_stat[2].count);
-	case 3: return BPF_CORE_READ(mm, rss_stat[3].count);
+	case 0: return BPF_CORE_READ(new, rss_stat[0].count);
+	case 1: return BPF_CORE_READ(new, rss_stat[1].count);
+	case 2: return BPF_CORE_READ(new, rss_stat[2].count);
+	case 3: return BPF_CORE_READ(new, rss_stat[3].count);
 	}
 	return 0;
 }
@@ -426,8 +434,9 @@ static __always_inline void sample_cow_site(__u32 tgid, __u64 sequence, unsigned
  * The user registers saved at the top of the current task's kernel stack (task_pt_regs()
  * on x86-64 and arm64: the stack is KR_THREAD_SIZE, 16 KiB with 4 KiB pages and no KASAN):
  * the user code that faulted, or that made the system call that faulted in kernel mode.
- * Read with bpf_probe_read_kernel (PT_REGS_IP_CORE), so a wrong guess reads a wrong
- * address, never faults.
+ * struct pt_regs's size is the running kernel's (a CO-RE relocation: arm64's changed
+ * between 5.10 and 6.1). Read with bpf_probe_read_kernel (PT_REGS_IP_CORE), so a wrong
+ * guess reads a wrong address, never faults.
  */
 #define KR_THREAD_SIZE 16384
 static __always_inline struct pt_regs *user_regs_of_current(void)
@@ -437,7 +446,7 @@ static __always_inline struct pt_regs *user_regs_of_current(void)
 
 	if (!stack)
 		return NULL;
-	return (struct pt_regs *)(stack + KR_THREAD_SIZE) - 1;
+	return (struct pt_regs *)(stack + KR_THREAD_SIZE - bpf_core_type_size(struct pt_regs));
 }
 
 /* The mmap lock sequence: a seqcount from 6.13, an int in 6.4-6.12 (per-VMA locks). */

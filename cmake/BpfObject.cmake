@@ -4,7 +4,17 @@
 find_program(BPF_CLANG NAMES clang clang-14 REQUIRED)
 find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /usr/local/sbin REQUIRED)
 
-set(KIDREAPER_VMLINUX_DIR "${PROJECT_SOURCE_DIR}/bpf/vmlinux/x86"
+# One object per target architecture, as libbpf-tools lay them out: the kernel's types from
+# bpf/vmlinux/<arch>/vmlinux.h and libbpf's PT_REGS_* and BPF_KPROBE for that architecture.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  set(KIDREAPER_BPF_ARCH x86)
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
+  set(KIDREAPER_BPF_ARCH arm64)
+else()
+  message(FATAL_ERROR "kidreaper's BPF programs are built for x86_64 and aarch64, "
+    "not ${CMAKE_SYSTEM_PROCESSOR}")
+endif()
+set(KIDREAPER_VMLINUX_DIR "${PROJECT_SOURCE_DIR}/bpf/vmlinux/${KIDREAPER_BPF_ARCH}"
     CACHE PATH "Directory holding the vmlinux.h the BPF programs build against")
 
 function(bpf_object name source)
@@ -16,7 +26,7 @@ function(bpf_object name source)
   add_custom_command(
     OUTPUT "${object}"
     COMMAND "${CMAKE_COMMAND}" -E make_directory "${out_dir}"
-    COMMAND "${BPF_CLANG}" -g -O2 -target bpf -D__TARGET_ARCH_x86
+    COMMAND "${BPF_CLANG}" -g -O2 -target bpf -D__TARGET_ARCH_${KIDREAPER_BPF_ARCH}
             -Wall -Werror
             -I "${KIDREAPER_VMLINUX_DIR}" -I "${PROJECT_SOURCE_DIR}/include"
             -c "${source}" -o "${object}"
