@@ -23,6 +23,20 @@
 
 namespace kidreaper::testing {
 
+namespace {
+
+// The fixture's children wait in poll(2); libc makes that ppoll on arm64 (no poll syscall).
+bool is_poll_syscall(long number) {
+#ifdef SYS_poll
+    if (number == SYS_poll) {
+        return true;
+    }
+#endif
+    return number == SYS_ppoll;
+}
+
+}  // namespace
+
 std::string bpf_unavailable_reason() {
     const auto problems = blocking_problems(probe_features());
     std::string reason;
@@ -346,7 +360,7 @@ void FixtureProcess::wait_ready() {
             if (line) {
                 std::from_chars(line->data(), line->data() + line->size(), number);
             }
-            if (!line || number == SYS_poll || number == SYS_ppoll) {
+            if (!line || is_poll_syscall(number)) {
                 break;  // waiting (or gone: the test will say)
             }
             if (const auto stat = ProcFs().stat(pid); stat && !stat->comm.starts_with("kr-")) {

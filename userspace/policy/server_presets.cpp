@@ -14,10 +14,22 @@ namespace kidreaper {
 
 namespace {
 
-// Waiting for a connection: accept, or the poll family on the listening sockets.
+// Waiting for a connection: accept, or the poll family on the listening sockets. The
+// numbers are the build target's (/proc/PID/syscall gives the running architecture's);
+// arm64 has only the newer calls of each family (no select, poll, epoll_wait).
 std::set<long> accept_and_poll() {
-    return {SYS_accept, SYS_accept4,    SYS_select,      SYS_pselect6,    SYS_poll,
-            SYS_ppoll,  SYS_epoll_wait, SYS_epoll_pwait, SYS_epoll_pwait2};
+    std::set<long> idle = {SYS_accept, SYS_accept4,     SYS_pselect6,
+                           SYS_ppoll,  SYS_epoll_pwait, SYS_epoll_pwait2};
+#ifdef SYS_select
+    idle.insert(SYS_select);
+#endif
+#ifdef SYS_poll
+    idle.insert(SYS_poll);
+#endif
+#ifdef SYS_epoll_wait
+    idle.insert(SYS_epoll_wait);
+#endif
+    return idle;
 }
 
 // Apache prefork also waits on its accept mutex (SysV semaphore, flock, fcntl, pthread).

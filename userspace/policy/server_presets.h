@@ -13,7 +13,7 @@ namespace kidreaper {
 struct ServerPreset {
     std::string name;
     std::vector<int> signals;      // graceful first, then each escalation step
-    std::set<long> idle_syscalls;  // x86-64 syscall numbers of a child waiting for work
+    std::set<long> idle_syscalls;  // the target's syscall numbers of a child waiting for work
     std::string note;
     // Which children are workers (worker_rule.h): they run the manager's executable and
     // hold its listening socket; helpers (piped loggers, attached daemons) do not.
