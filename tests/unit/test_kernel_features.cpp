@@ -210,10 +210,18 @@ TEST(ProbeFeatures, ReadsFakeSysAndProcTrees) {
 }  // namespace
 }  // namespace kidreaper
 
-TEST(FentryDetachSafe, OnlyFrom513On) {
-    EXPECT_FALSE(kidreaper::fentry_detach_safe("5.10.0-32-cloud-amd64"));
-    EXPECT_FALSE(kidreaper::fentry_detach_safe("5.12.19"));
-    EXPECT_TRUE(kidreaper::fentry_detach_safe("5.13.0"));
-    EXPECT_TRUE(kidreaper::fentry_detach_safe("6.1.0-27-amd64"));
-    EXPECT_FALSE(kidreaper::fentry_detach_safe("garbage"));
+TEST(FentryUsable, FromLinux513OnX86AndLinux60OnArm64) {
+    EXPECT_FALSE(kidreaper::fentry_usable("5.10.0-32-cloud-amd64", "x86_64"));
+    EXPECT_FALSE(kidreaper::fentry_usable("5.12.19", "x86_64"));
+    EXPECT_TRUE(kidreaper::fentry_usable("5.13.0", "x86_64"));
+    EXPECT_TRUE(kidreaper::fentry_usable("6.1.0-27-amd64", "x86_64"));
+    EXPECT_FALSE(kidreaper::fentry_usable("garbage", "x86_64"));
+
+    EXPECT_FALSE(kidreaper::fentry_usable("5.10.0-32-cloud-arm64", "aarch64"));
+    EXPECT_FALSE(kidreaper::fentry_usable("5.15.0-1051-aws", "aarch64"));
+    EXPECT_TRUE(kidreaper::fentry_usable("6.0.0", "aarch64"));
+    EXPECT_TRUE(kidreaper::fentry_usable("6.1.0-27-cloud-arm64", "aarch64"));
+    EXPECT_FALSE(kidreaper::fentry_usable("garbage", "aarch64"));
+
+    EXPECT_FALSE(kidreaper::fentry_usable("6.1.0", "riscv64"));
 }

@@ -137,13 +137,19 @@ CowSource KernelFeatures::cow_source(FaultSource wanted) const {
             .paired_fills = paired && tp_mm_filemap_fault};
 }
 
-bool fentry_detach_safe(const std::string& release) {
+bool fentry_usable(const std::string& release, const std::string& machine) {
     int major = 0;
     int minor = 0;
     if (!parse_kernel_release(release, major, minor)) {
         return false;
     }
-    return major > 5 || (major == 5 && minor >= 13);
+    if (machine == "x86_64") {
+        return major > 5 || (major == 5 && minor >= 13);
+    }
+    if (machine == "aarch64") {
+        return major >= 6;
+    }
+    return false;
 }
 
 bool parse_kernel_release(const std::string& release, int& major, int& minor) {

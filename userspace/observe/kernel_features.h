@@ -91,10 +91,14 @@ std::string format_features(const KernelFeatures& features);
 
 // Parses "6.18.44-fc-v595" into (6, 18); false when it is not a version.
 bool parse_kernel_release(const std::string& release, int& major, int& minor);
-// Whether fentry programs can be detached safely on this release: before 5.13 a BPF
-// trampoline's image could be freed while a task still ran in it (fixed by "bpf: Fix fexit
-// trampoline"), which crashed a 5.10 kernel in wp_page_copy on detach. An unparsable
-// release is taken as unsafe (kprobes then).
-bool fentry_detach_safe(const std::string& release);
+// Whether fentry programs can be used on this release and machine (uname -r, uname -m):
+// - x86_64 from 5.13: before, a BPF trampoline's image could be freed while a task still
+//   ran in it (fixed by "bpf: Fix fexit trampoline"), which crashed a 5.10 kernel in
+//   wp_page_copy on detach;
+// - aarch64 from 6.0, the first with BPF trampolines there. Earlier ones, and some later
+//   ones too (Debian's 6.1: ENOTSUPP), load fentry programs and then refuse to attach
+//   them: the observer tries one attach and falls back to kprobes.
+// Anything else, or an unparsable release, gives false: kprobes then.
+bool fentry_usable(const std::string& release, const std::string& machine);
 
 }  // namespace kidreaper

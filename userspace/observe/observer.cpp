@@ -80,10 +80,10 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
     const auto plain = [](const std::string& symbol, std::string_view base) {
         return symbol.empty() || symbol == base;
     };
-    // Before 5.13 detaching fentry programs can crash the kernel (fentry_detach_safe()).
+    // Not before 5.13 on x86 (detaching could crash it) nor 6.0 on arm64 (fentry_usable()).
     utsname host{};
-    const bool detach_safe = uname(&host) == 0 && fentry_detach_safe(host.release);
-    const bool fentry_possible = source_.mm && options.prefer_fentry && detach_safe &&
+    const bool fentry_here = uname(&host) == 0 && fentry_usable(host.release, host.machine);
+    const bool fentry_possible = source_.mm && options.prefer_fentry && fentry_here &&
                                  plain(symbols_.wp_page_copy, "wp_page_copy") &&
                                  plain(symbols_.do_wp_page, "do_wp_page") &&
                                  plain(symbols_.finish_fault, "finish_fault");
@@ -91,7 +91,17 @@ Observer::Observer(const ObserverOptions& options, const Logger& log) : log_(log
     if (fentry_possible) {
         err = open_and_load(options, true);
         if (err == 0) {
-            source_.fentry = true;
+            const int attach_error = fentry_attach_error();
+            if (attach_error == 0) {
+                source_.fentry = true;
+            } else {
+                // Loaded but not attachable: a trampoline the architecture cannot make
+                // (Debian's arm64 6.1 says ENOTSUPP).
+                log.debug(
+                    libbpf_error("fentry programs do not attach, using kprobes", attach_error));
+                observer_bpf__destroy(skel_);
+                skel_ = nullptr;
+            }
         } else {
             log.debug(libbpf_error("fentry programs refused, using kprobes", err));
         }
@@ -163,6 +173,25 @@ int Observer::open_and_load(const ObserverOptions& options, bool fentry) {
         skel_ = nullptr;
     }
     return err;
+}
+
+// Attaches the first loaded fentry program and detaches it again: 0 when the kernel can
+// attach fentry programs here, else the negative error. Only after open_and_load(.., true).
+int Observer::fentry_attach_error() const {
+    for (bpf_program* fentry :
+         {skel_->progs.on_wp_page_copy_fentry, skel_->progs.on_do_wp_page_fentry,
+          skel_->progs.on_finish_fault_fentry}) {
+        if (!bpf_program__autoload(fentry)) {
+            continue;
+        }
+        bpf_link* link = bpf_program__attach(fentry);
+        if (link == nullptr) {
+            return -errno;
+        }
+        bpf_link__destroy(link);
+        return 0;
+    }
+    return 0;
 }
 
 // Attaches a write-protect path probe: fentry as loaded, or a kprobe on the kallsyms name

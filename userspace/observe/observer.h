@@ -29,7 +29,8 @@ struct ObserverOptions {
     // What to load (KernelFeatures::cow_source() gives what the kernel offers); a kprobe
     // that fails to attach is dropped with a warning, pairing needs a 6.2+ kernel.
     CowSource cow;
-    // In mm mode, attach the probes by fentry where the kernel loads them (else kprobes).
+    // In mm mode, attach the probes by fentry where the kernel loads and attaches them
+    // (else kprobes).
     bool prefer_fentry = true;
     bool record_cow_sites = false;        // sample where COW-class faults land (diagnose)
     std::uint32_t cow_sample_period = 8;  // one fault in this many per CPU; a power of two
@@ -139,6 +140,7 @@ private:
     // Opens the skeleton, selects and configures its programs (fentry or kprobe builds of
     // the probes) and loads it; 0 or the negative error (skel_ then null).
     int open_and_load(const ObserverOptions& options, bool fentry);
+    int fentry_attach_error() const;
     void attach(const Logger& log);
     bpf_link* attach_probe(bpf_program* kprobe, bpf_program* fentry,
                            const std::string& symbol) const;
