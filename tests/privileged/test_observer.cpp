@@ -318,10 +318,12 @@ TEST(Observer, IgnoresProcessesOfOtherManagers) {
 TEST(Observer, BatchedAndPerKeyReadsAgree) {
     KR_REQUIRE_BPF();
     const Logger log(LogLevel::warn);
-    Observer batched({.cow = {}, .batch_lookups = true}, log);
-    Observer per_key({.cow = {}, .batch_lookups = false}, log);
+    // The kernel's own fault source: arm64 has no tracepoints, only mm mode.
+    const CowSource source = probe_features().cow_source();
+    Observer batched({.cow = source, .batch_lookups = true}, log);
+    Observer per_key({.cow = source, .batch_lookups = false}, log);
     // Every fault slot in one batch (what a poll of 512 children or more does).
-    Observer all_slots({.cow = {}, .batch_lookups = true, .batch_slots_from = 1}, log);
+    Observer all_slots({.cow = source, .batch_lookups = true, .batch_slots_from = 1}, log);
     FixtureProcess fixture({"--preload", "8M", "--child", "cow:4M", "--child", "leak:4M", "--child",
                             "idle", "--child", "late:leak:2M"});
     fixture.wait_ready();
