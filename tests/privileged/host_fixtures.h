@@ -82,6 +82,11 @@ auto await(Fn&& ready, std::chrono::milliseconds limit = kAwaitDeadline) -> decl
     }
 }
 
+// util-linux's unshare (/usr/bin) or, in the arm64 guests, busybox's applet (/bin).
+inline std::string unshare_program() {
+    return access("/usr/bin/unshare", X_OK) == 0 ? "/usr/bin/unshare" : "/bin/unshare";
+}
+
 // The only child of `parent` whose comm is `comm` (waits for it to appear).
 inline std::optional<pid_t> child_named(pid_t parent, const std::string& comm) {
     const ProcFs proc;

@@ -41,6 +41,7 @@ using testing::NotifySocket;
 using testing::sibling_path;
 using testing::TempDir;
 using testing::TestCgroup;
+using testing::unshare_program;
 using testing::write_file;
 
 // The tests' quick settings at the top level of a config file (defaults for every service).
@@ -277,7 +278,7 @@ TEST(Daemon, AManagerInItsOwnPidNamespaceIsReachedThroughProcRootAndTheHostsNumb
     const TempDir dir;
     const std::string pidfile = (dir.path() / "app.pid").string();
     FixtureLaunch launch;
-    launch.program = "/usr/bin/unshare";
+    launch.program = unshare_program();
     FixtureProcess container(
         testing::namespaced_fixture(
             host->manager(), pidfile,

@@ -40,6 +40,7 @@ using testing::run_command_with_stderr;
 using testing::sibling_path;
 using testing::TempDir;
 using testing::TestCgroup;
+using testing::unshare_program;
 using testing::write_file;
 
 constexpr auto kDeadline = std::chrono::seconds(10);
@@ -54,7 +55,7 @@ TEST(ManagerLookupNamespaces, APidfileInAContainerNamesTheHostPid) {
     const TempDir dir;
     const std::string pidfile = (dir.path() / "app.pid").string();
     FixtureLaunch launch;
-    launch.program = "/usr/bin/unshare";
+    launch.program = unshare_program();
     FixtureProcess fixture(namespaced_fixture(decoy.pid(), pidfile), launch);
     fixture.wait_ready();
     ASSERT_EQ(fixture.manager(), decoy.pid()) << "ns_last_pid did not give the manager the "
@@ -113,7 +114,7 @@ TEST(ManagerLookupNamespaces, TheContainersInitAsTheManager) {
     KR_REQUIRE_ROOT();
     const TempDir dir;
     FixtureLaunch launch;
-    launch.program = "/usr/bin/unshare";
+    launch.program = unshare_program();
     FixtureProcess fixture(
         {"--pid", "--fork", "--mount-proc", sibling_path("kr-fixture"), "--child", "idle"}, launch);
     fixture.wait_ready();
@@ -199,8 +200,8 @@ TEST(RequireHostPidNamespace, RefusesInsideAPidNamespace) {
         "the kernel reports host pids \\(run it with hostPID\\)\n");
     // With a /proc of its own (a container) and with the host's /proc still mounted.
     for (const std::vector<std::string>& argv :
-         {std::vector<std::string>{"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", helper},
-          std::vector<std::string>{"/usr/bin/unshare", "--pid", "--fork", helper}}) {
+         {std::vector<std::string>{unshare_program(), "--pid", "--fork", "--mount-proc", helper},
+          std::vector<std::string>{unshare_program(), "--pid", "--fork", helper}}) {
         const auto inside = run_command_with_stderr(argv, kDeadline);
         EXPECT_EQ(inside.exit_status, 1) << inside.errors;
         EXPECT_EQ(inside.output, "");
