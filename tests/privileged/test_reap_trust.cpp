@@ -75,7 +75,9 @@ bool alive_with_start(pid_t pid, std::uint64_t start_ticks) {
 // Waits (up to 20 s) until `pid` has at least `bytes` of private anon memory (its
 // RssAnon), held still: the helper below fills a shell variable.
 bool await_anon(pid_t pid, std::uint64_t bytes) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    // A minute: busybox's shell reads the 32 MiB a few KiB at a time, which takes ~20 s in
+    // the emulated arm64 guest.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
         // Filled once the value holds still: while the command substitution runs, the
         // shell's buffers come and go (busybox runs the sleep in-process, so no child

@@ -525,6 +525,7 @@ TEST_F(UnitLookup, ABadNameIsNotAsked) {
     EXPECT_EQ(units_.asked(), 0);
 }
 
+#ifndef KIDREAPER_STATIC_BUILD
 TEST(SdBusSystemdUnits, NoSystemBusIsOneLine) {
     const TempDir dir;
     const std::string address = "unix:path=" + (dir.path() / "no-bus").string();
@@ -533,6 +534,16 @@ TEST(SdBusSystemdUnits, NoSystemBusIsOneLine) {
     EXPECT_EQ(query.facts, std::nullopt);
     EXPECT_EQ(query.problem, "cannot reach systemd over D-Bus: No such file or directory");
 }
+#else
+TEST(SdBusSystemdUnits, TheStaticBuildSaysItCannotAskAndNamesTheOtherSelectors) {
+    const UnitQuery query = SdBusSystemdUnits().facts("gunicorn.service");
+    EXPECT_EQ(query.facts, std::nullopt);
+    EXPECT_EQ(query.problem,
+              "unit gunicorn.service: this kidreaper is the static build, which cannot ask "
+              "systemd over D-Bus (no libsystemd): name the server by --cgroup, --pidfile or "
+              "--pid");
+}
+#endif
 
 TEST(UnitNameProblem, SystemdsCharactersAndSuffixes) {
     for (const char* good : {"gunicorn.service", "kidreaper@gunicorn.service", "a-b_c:d.service",
