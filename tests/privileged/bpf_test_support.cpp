@@ -11,13 +11,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>
 
+#include "act/idle.h"
 #include "observe/kernel_features.h"
 #include "observe/procfs.h"
 
@@ -26,13 +27,12 @@ namespace kidreaper::testing {
 namespace {
 
 // The fixture's children wait in poll(2); libc makes that ppoll on arm64 (no poll syscall).
-bool is_poll_syscall(long number) {
+std::set<long> poll_syscalls() {
+    std::set<long> waiting = {SYS_ppoll};
 #ifdef SYS_poll
-    if (number == SYS_poll) {
-        return true;
-    }
+    waiting.insert(SYS_poll);
 #endif
-    return number == SYS_ppoll;
+    return waiting;
 }
 
 }  // namespace
@@ -353,14 +353,11 @@ void FixtureProcess::wait_ready() {
     // then waits for "go" in poll(): a test that registers children after "ready" must
     // not race those first faults.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    const std::set<long> waiting = poll_syscalls();
     for (const auto& [name, pid] : children_) {
         while (true) {
             const auto line = ProcFs().syscall(pid);
-            long number = -1;
-            if (line) {
-                std::from_chars(line->data(), line->data() + line->size(), number);
-            }
-            if (!line || is_poll_syscall(number)) {
+            if (!line || is_idle_syscall(*line, waiting)) {
                 break;  // waiting (or gone: the test will say)
             }
             if (const auto stat = ProcFs().stat(pid); stat && !stat->comm.starts_with("kr-")) {

@@ -72,7 +72,7 @@ bool alive_with_start(pid_t pid, std::uint64_t start_ticks) {
     return stat && stat->start_ticks == start_ticks && stat->state != 'Z';
 }
 
-// Waits (up to 20 s) until `pid` has at least `bytes` of private anon memory (its
+// Waits (up to a minute) until `pid` has at least `bytes` of private anon memory (its
 // RssAnon), held still: the helper below fills a shell variable.
 bool await_anon(pid_t pid, std::uint64_t bytes) {
     // A minute: busybox's shell reads the 32 MiB a few KiB at a time, which takes ~20 s in
